@@ -1,0 +1,41 @@
+# Two commands: `make run` and `make test`. Everything else is optional.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8080
+
+.PHONY: run test test-fast lint format bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[local]'
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml
+	$(BIN)/pip install --quiet -e '.[local,dev]'
+	touch $@
+
+run: $(VENV)/.installed
+	$(BIN)/python -m server --host $(HOST) --port $(PORT)
+
+test: $(VENV)/.installed-dev
+	bash scripts/ensure-test-deps.sh $(BIN)/python
+	$(BIN)/python -m pytest -q -ra
+
+test-fast: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -q -ra -m "not slow"
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(VENV)/.installed-dev
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

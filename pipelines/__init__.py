@@ -1,0 +1,1 @@
+"""The conversation engine: one Session per conversation, providers behind small Protocols."""

