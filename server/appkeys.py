@@ -1,0 +1,20 @@
+"""Typed application state (`web.AppKey`): everything a route handler may reach."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from server.engine import Engine
+    from server.settings import Settings
+    from server.storage.factory import Storage
+
+SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
+#: Sessions store, capture store and capture writer (see server/storage/factory.py).
+STORAGE: web.AppKey[Storage] = web.AppKey("storage")
+#: Providers, executor and live voice sessions (see server/engine.py).
+ENGINE: web.AppKey[Engine] = web.AppKey("engine")
+#: The admin/metrics hub (admin package), typed loosely so server does not depend on its shape.
+ADMIN: web.AppKey[Any] = web.AppKey("admin")
