@@ -1,0 +1,40 @@
+"""A bounded executor for CPU-heavy model work (Whisper, Piper, embeddings).
+
+The event loop never runs inference itself. Submissions beyond the queue bound wait
+(back-pressure) instead of piling up without limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+class ModelExecutor:
+    def __init__(self, workers: int = 2, queue_per_worker: int = 8) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="model")
+        self._slots = asyncio.Semaphore(workers * queue_per_worker)
+        self.workers = workers
+        self.busy_seconds = 0.0
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        """Run fn(*args) in a worker thread. Cancelling the caller abandons the result;
+        the thread finishes its current call (native inference cannot be interrupted)."""
+        async with self._slots:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._pool, self._timed, fn, args)
+
+    def _timed(self, fn: Callable[..., T], args: tuple[object, ...]) -> T:
+        t0 = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self.busy_seconds += time.perf_counter() - t0
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,392 @@
+"""One conversation: endpointer -> STT -> LLM -> TTS, with barge-in.
+
+The transport feeds audio and control input in; the Session puts typed events
+(`pipelines.events`) into its `Outbox`. Every task of the conversation belongs to the
+Session's TaskGroup, so leaving `async with session:` cancels all of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from audio.framing import Reframer
+from audio.resample import StreamResampler
+from audio.vad import Endpointer, EndpointerConfig, VadEvent
+from pipelines import events as ev
+from pipelines.chunker import SentenceChunker
+from pipelines.conversation import record_exchange
+from pipelines.llm.coach import recap
+from pipelines.outbox import Outbox
+from pipelines.playout import Playout
+from pipelines.ports import Capture, CaptureSink, NullObserver, SessionObserver
+from pipelines.ports import SessionStore as SessionStoreProto
+from pipelines.providers import (
+    STT_SAMPLE_RATE,
+    LanguageModel,
+    SpeechToText,
+    STTStream,
+    TextToSpeech,
+)
+
+log = logging.getLogger(__name__)
+
+MODES = ("continuous", "push_to_talk")
+
+
+class SessionInputError(ValueError):
+    """Input the session cannot act on; the transport reports it and goes on."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(slots=True)
+class SessionConfig:
+    mode: str = "continuous"
+    input_rate: int = 16000
+    output_rate: int = 16000
+    tts: bool = True
+    endpointer: EndpointerConfig = field(default_factory=EndpointerConfig)
+    #: Start the final transcript speculatively after this much trailing silence.
+    speculate_after_ms: int = 200
+    audio_lead_s: float = 0.3
+    audio_chunk_ms: int = 100
+    keepalive_s: float = 60.0
+
+
+@dataclass(slots=True)
+class _Reply:
+    turn_id: int
+    user_text: str
+    task: asyncio.Task[None] | None = None
+    playout: Playout = field(default_factory=Playout)
+    text: str = ""
+    audio_started: bool = False
+
+
+class Session:
+    def __init__(
+        self,
+        session_id: str,
+        *,
+        stt: SpeechToText,
+        llm: LanguageModel,
+        tts: TextToSpeech,
+        store: SessionStoreProto,
+        captures: CaptureSink,
+        outbox: Outbox,
+        config: SessionConfig | None = None,
+        observer: SessionObserver | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.id = session_id
+        self.outbox = outbox
+        self._stt = stt
+        self._llm = llm
+        self._tts = tts
+        self._store = store
+        self._captures = captures
+        self._observer = observer or NullObserver()
+        self._clock = clock
+        self._tg: asyncio.TaskGroup | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stream: STTStream | None = None
+        self.config = config or SessionConfig()
+        self._apply_config()
+        self._turn_id = 0
+        self._listening = False
+        self._speculating = False
+        self._utterance_frames = 0
+        self._carry = ""
+        self._reply: _Reply | None = None
+        self._finals: asyncio.Task[Any] | None = None
+        self.turns = 0
+
+    # ----------------------------------------------------------------- life cycle
+    async def __aenter__(self) -> Session:
+        self._tg = asyncio.TaskGroup()
+        await self._tg.__aenter__()
+        self._stream = await self._stt.open(self._on_interim)
+        self._spawn(self._keepalive())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._tg is not None
+        for task in list(self._tasks):
+            task.cancel()
+        try:
+            await self._tg.__aexit__(None, None, None)
+        finally:
+            if self._stream is not None:
+                await self._stream.aclose()
+
+    def configure(self, config: SessionConfig) -> None:
+        if config.mode not in MODES:
+            raise SessionInputError("invalid_message", f"mode must be one of {MODES}")
+        self._barge_in()
+        if self._stream is not None:
+            self._stream.discard()
+        self._listening = False
+        self.config = config
+        self._apply_config()
+
+    def _apply_config(self) -> None:
+        cfg = self.config
+        rate = cfg.input_rate
+        self._resampler = (
+            StreamResampler(rate, STT_SAMPLE_RATE) if rate != STT_SAMPLE_RATE else None
+        )
+        self._frame_s = cfg.endpointer.frame_ms / 1000
+        self._reframer = Reframer(STT_SAMPLE_RATE, cfg.endpointer.frame_ms)
+        self._endpointer = Endpointer(cfg.endpointer)
+        self._audio_t = 0.0
+        self._max_frames = cfg.endpointer.max_utterance_ms // cfg.endpointer.frame_ms
+        self._continuous = cfg.mode == "continuous"
+
+    # ------------------------------------------------------------------ audio in
+    def feed_audio(self, data: bytes) -> None:
+        """Hot path: called for every binary frame the client sends."""
+        if self._resampler is not None:
+            data = self._resampler.process(data)
+        stream = self._stream
+        assert stream is not None
+        for frame in self._reframer.push(data):
+            self._audio_t += self._frame_s
+            event = self._endpointer.process(frame, self._audio_t)
+            if self._continuous:
+                if event is VadEvent.SPEECH:
+                    if self._listening:
+                        stream.push(frame)
+                        self._speculate()
+                elif event is VadEvent.START:
+                    self._speech_started()
+                elif event is VadEvent.END:
+                    self.outbox.emit(ev.Vad(False))
+                    if self._listening:
+                        self._end_utterance(self._endpointer.config.end_silence_ms / 1000)
+            else:
+                if self._listening:
+                    stream.push(frame)
+                    self._utterance_frames += 1
+                    if self._utterance_frames >= self._max_frames:
+                        self._end_utterance(0.0)
+                if event is VadEvent.START:
+                    self.outbox.emit(ev.Vad(True))
+                elif event is VadEvent.END:
+                    self.outbox.emit(ev.Vad(False))
+
+    def _speculate(self) -> None:
+        speculate = getattr(self._stream, "speculate", None)
+        if speculate is None:
+            return
+        silence = self._endpointer.detector.trailing_silence_ms
+        if silence >= self.config.speculate_after_ms:
+            if not self._speculating:
+                self._speculating = True
+                speculate()
+        elif self._speculating and silence == 0:
+            self._speculating = False
+            self._stream.unspeculate()  # type: ignore[union-attr]
+
+    def _speech_started(self) -> None:
+        self.outbox.emit(ev.Vad(True))
+        self._barge_in()
+        self._turn_id += 1
+        self._listening = True
+        self._speculating = False
+        assert self._stream is not None
+        for frame in self._endpointer.take_preroll():
+            self._stream.push(frame)
+
+    # -------------------------------------------------------------- push-to-talk
+    def talk_start(self) -> None:
+        if self._continuous:
+            raise SessionInputError("invalid_message", "talk_start needs mode push_to_talk")
+        self._barge_in()
+        assert self._stream is not None
+        self._stream.discard()
+        self._turn_id += 1
+        self._listening = True
+        self._utterance_frames = 0
+
+    def talk_end(self) -> None:
+        if self._continuous:
+            raise SessionInputError("invalid_message", "talk_end needs mode push_to_talk")
+        if self._listening:
+            self._end_utterance(0.0)
+
+    def _end_utterance(self, trailing_silence_s: float) -> None:
+        self._listening = False
+        self._speculating = False
+        speech_end = self._clock() - trailing_silence_s
+        self._spawn(self._finish_turn(self._turn_id, speech_end))
+
+    async def _finish_turn(self, turn_id: int, speech_end: float) -> None:
+        assert self._stream is not None
+        text = (await self._stream.finalize()).strip()
+        stt_done = self._clock()
+        if self._carry:
+            text, self._carry = f"{self._carry} {text}".strip(), ""
+        self.outbox.emit(ev.Transcript(turn_id, text, True))
+        if not text:
+            return
+        if self._listening:
+            # The user went on before we could answer: answer both parts together.
+            self._carry = text
+            return
+        self._start_reply(turn_id, text, {"speech_end": speech_end, "stt_final": stt_done})
+
+    def _on_interim(self, text: str) -> None:
+        if self._listening:
+            self.outbox.emit(ev.Transcript(self._turn_id, text, False))
+
+    # ----------------------------------------------------------------- text turns
+    def submit_text(self, text: str) -> None:
+        text = text.strip()
+        if not text:
+            raise SessionInputError("invalid_message", "text must not be empty")
+        self._barge_in()
+        self._turn_id += 1
+        self.outbox.emit(ev.Transcript(self._turn_id, text, True))
+        now = self._clock()
+        self._start_reply(self._turn_id, text, {"speech_end": now, "stt_final": now})
+
+    def interrupt(self) -> None:
+        self._barge_in()
+
+    async def end(self) -> str:
+        """Stop replying and return what the conversation covered (the transport sends
+        it as the last message before closing)."""
+        self._barge_in()
+        await asyncio.sleep(0)  # let the interrupted reply record what was heard
+        history = await self._store.get_context(self.id)
+        return recap(history)
+
+    # ---------------------------------------------------------------------- reply
+    def _start_reply(self, turn_id: int, text: str, marks: dict[str, float]) -> None:
+        reply = _Reply(turn_id, text)
+        reply.task = self._spawn(self._run_reply(reply, marks))
+        self._reply = reply
+
+    def _barge_in(self) -> None:
+        reply, self._reply = self._reply, None
+        if reply is None or reply.task is None or reply.task.done():
+            return
+        reply.task.cancel()
+        self.outbox.drop_audio(reply.turn_id)
+        self.outbox.emit(ev.Interrupted(reply.turn_id))
+        heard = reply.playout.heard_text(self._clock()) if self.config.tts else reply.text
+        self._spawn(self._record(reply.turn_id, reply.user_text, heard, interrupted=True))
+
+    async def _run_reply(self, reply: _Reply, marks: dict[str, float]) -> None:
+        history = await self._store.get_context(self.id)
+        pieces: asyncio.Queue[str | None] = asyncio.Queue(maxsize=32)
+        async with asyncio.TaskGroup() as group:
+            if self.config.tts:
+                group.create_task(self._speak(reply, pieces, marks))
+            chunker = SentenceChunker()
+            async for delta in self._llm.stream(reply.user_text, history):
+                if not reply.text:
+                    marks["llm_first_token"] = self._clock()
+                reply.text += delta
+                self.outbox.emit(ev.ResponseDelta(reply.turn_id, delta))
+                for piece in chunker.push(delta):
+                    await pieces.put(piece)
+            for piece in chunker.flush():
+                await pieces.put(piece)
+            await pieces.put(None)
+            self.outbox.emit(ev.ResponseDone(reply.turn_id, reply.text.strip()))
+        if self._reply is reply:
+            self._reply = None
+        self._report(marks)
+        await self._record(reply.turn_id, reply.user_text, reply.text.strip(), interrupted=False)
+
+    async def _speak(self, reply: _Reply, pieces: asyncio.Queue[str | None], marks: dict) -> None:
+        out_rate = self.config.output_rate
+        resampler = (
+            StreamResampler(self._tts.sample_rate, out_rate)
+            if self._tts.sample_rate != out_rate
+            else None
+        )
+        chunk_bytes = out_rate * self.config.audio_chunk_ms // 1000 * 2
+        playout = reply.playout
+        playout.lead = self.config.audio_lead_s
+        pending = b""
+        while (piece := await pieces.get()) is not None:
+            marks.setdefault("tts_request", self._clock())
+            playout.start_piece(piece)
+            async for pcm in self._tts.synthesize(piece):
+                if resampler is not None:
+                    pcm = resampler.process(pcm)
+                playout.add_synthesized(len(pcm) / 2 / out_rate)
+                pending += pcm
+                while len(pending) >= chunk_bytes:
+                    chunk, pending = pending[:chunk_bytes], pending[chunk_bytes:]
+                    await self._send_audio(reply, chunk, marks)
+        if resampler is not None:
+            tail = resampler.flush()
+            playout.add_synthesized(len(tail) / 2 / out_rate)
+            pending += tail
+        if pending:
+            await self._send_audio(reply, pending, marks)
+        if reply.audio_started:
+            self.outbox.emit(ev.AudioEnd(reply.turn_id))
+
+    async def _send_audio(self, reply: _Reply, chunk: bytes, marks: dict[str, float]) -> None:
+        playout = reply.playout
+        if not reply.audio_started:
+            reply.audio_started = True
+            marks["first_audio"] = self._clock()
+            self.outbox.emit(ev.AudioStart(reply.turn_id, self.config.output_rate))
+        wait = playout.wait_before(self._clock())
+        if wait > 0:
+            await asyncio.sleep(wait)
+        await self.outbox.emit_audio(ev.AudioFrame(reply.turn_id, chunk))
+        playout.release(len(chunk) / 2 / self.config.output_rate)
+
+    def _report(self, marks: dict[str, float]) -> None:
+        end = marks["speech_end"]
+        stages = {k: v - end for k, v in marks.items() if k != "speech_end" and k != "tts_request"}
+        if "tts_request" in marks and "first_audio" in marks:
+            stages["tts_first_audio"] = marks["first_audio"] - marks["tts_request"]
+        self.last_turn_stages = stages
+        self._observer.turn_completed(stages, self.config.mode)
+
+    async def _record(self, turn_id: int, user: str, agent: str, *, interrupted: bool) -> None:
+        self.turns += 1
+        meta = {"mode": self.config.mode, "turn_id": turn_id, "interrupted": interrupted}
+        try:
+            await record_exchange(self._store, self._captures, self.id, user, agent, meta)
+        except Exception:
+            log.exception("session store append failed", extra={"session_id": self.id})
+            self._captures.submit(Capture(self.id, user, agent, time.time(), meta))
+
+    # -------------------------------------------------------------------- plumbing
+    async def _keepalive(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.keepalive_s)
+            with contextlib.suppress(Exception):
+                await self._store.touch(self.id)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[None]:
+        assert self._tg is not None, "use the session as `async with session:`"
+        task = self._tg.create_task(self._guard(coro))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _guard(self, coro: Coroutine[Any, Any, Any]) -> None:
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # one failed turn must not end the conversation
+            log.exception("session task failed", extra={"session_id": self.id})
+            self.outbox.emit(ev.Error("internal", f"this turn failed: {type(exc).__name__}"))

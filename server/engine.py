@@ -1,0 +1,109 @@
+"""The process-wide voice engine: providers, the model executor and live sessions.
+
+Route handlers and transports get it from `app[ENGINE]`; it turns settings into
+`SessionConfig`s and opens `Session`s wired to the process's storage and observer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from audio.vad import EndpointerConfig
+from pipelines.executor import ModelExecutor
+from pipelines.outbox import Outbox
+from pipelines.ports import CaptureSink, NullObserver, SessionObserver, SessionStore
+from pipelines.registry import Providers, ProviderSettings, build_providers
+from pipelines.session import Session, SessionConfig
+from server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def provider_settings(settings: Settings) -> ProviderSettings:
+    return ProviderSettings(
+        stt_chain=settings.stt_providers,
+        llm_chain=settings.llm_providers,
+        tts_chain=settings.tts_providers,
+        whisper_model=settings.whisper_model,
+        whisper_threads=settings.whisper_threads,
+        piper_voice=settings.piper_voice,
+        interim_interval_s=settings.interim_interval_ms / 1000,
+        keys={
+            "anthropic": settings.anthropic_api_key,
+            "openai": settings.openai_api_key,
+            "deepgram": settings.deepgram_api_key,
+        },
+    )
+
+
+class Engine:
+    def __init__(
+        self,
+        settings: Settings,
+        store: SessionStore,
+        captures: CaptureSink,
+        observer: SessionObserver | None = None,
+        providers: Providers | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.captures = captures
+        self.observer = observer or NullObserver()
+        self.executor = ModelExecutor(settings.executor_workers)
+        self.providers = providers or build_providers(provider_settings(settings), self.executor)
+        self.sessions: set[Session] = set()
+        self.ready = asyncio.Event()
+        self._warm: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Load embedded models in the background so the server answers at once."""
+        self._warm = asyncio.get_running_loop().create_task(self._warm_up())
+
+    async def _warm_up(self) -> None:
+        try:
+            await self.providers.warm_up()
+            log.info("models ready")
+        except Exception:
+            log.exception("model warm-up failed; models load on first use")
+        finally:
+            self.ready.set()
+
+    async def close(self) -> None:
+        if self._warm is not None:
+            self._warm.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._warm
+        self.executor.shutdown()
+
+    @property
+    def full(self) -> bool:
+        return len(self.sessions) >= self.settings.max_sessions
+
+    def session_config(self, **overrides: Any) -> SessionConfig:
+        s = self.settings
+        endpointer = EndpointerConfig(
+            aggressiveness=s.vad_aggressiveness,
+            start_ms=s.speech_start_ms,
+            end_silence_ms=s.endpoint_silence_ms,
+            preroll_ms=s.preroll_ms,
+            max_utterance_ms=s.max_utterance_seconds * 1000,
+        )
+        return SessionConfig(endpointer=endpointer, **overrides)
+
+    def open_session(self, session_id: str, outbox: Outbox) -> Session:
+        p = self.providers
+        session = Session(
+            session_id,
+            stt=p.stt,
+            llm=p.llm,
+            tts=p.tts,
+            store=self.store,
+            captures=self.captures,
+            outbox=outbox,
+            config=self.session_config(),
+            observer=self.observer,
+        )
+        return session

@@ -1,0 +1,83 @@
+"""One JSON error shape for every HTTP failure: {"error": {"code", "message"}}."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ApiError(web.HTTPException):
+    """Raise from a handler to answer with a JSON error."""
+
+    def __init__(self, status: int, code: str, message: str, **headers: str) -> None:
+        self.status_code = status
+        super().__init__(
+            text=web.json_response(error_body(code, message)).text,
+            content_type="application/json",
+            headers=headers or None,
+        )
+        self.code = code
+
+
+def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
+    return {"error": {"code": code, "message": message}}
+
+
+def json_error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response(error_body(code, message), status=status)
+
+
+_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError:
+        raise
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.content_type == "application/json":
+            raise
+        code = _CODES.get(exc.status, "http_error")
+        resp = json_error(exc.status, code, exc.reason)
+        for name in ("Allow", "Retry-After"):
+            if name in exc.headers:
+                resp.headers[name] = exc.headers[name]
+        return resp
+    except Exception:
+        log.exception("unhandled error", extra={"route": request.path})
+        return json_error(500, "internal", "internal server error")
+
+
+async def read_json_object(request: web.Request, max_bytes: int = 64 * 1024) -> dict:
+    """The request body as a JSON object, or a clear 4xx."""
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise ApiError(413, "payload_too_large", f"body over {max_bytes} bytes")
+    raw = await request.content.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise ApiError(413, "payload_too_large", f"body over {max_bytes} bytes")
+    import json
+
+    try:
+        body = json.loads(raw or b"null")
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "invalid_json", "body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_json", "body must be a JSON object")
+    return body
