@@ -23,6 +23,7 @@ class Outbox:
         self._readable = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
+        self._taken = asyncio.Event()
         self.overflowed = False
         self.dropped_audio = 0
 
@@ -61,13 +62,11 @@ class Outbox:
             self._room.set()
         return dropped
 
-    async def wait_empty(self, timeout: float) -> bool:
-        """Wait (bounded) until the sender has taken everything queued."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while self._items and loop.time() < deadline:
-            await asyncio.sleep(0.01)
-        return not self._items
+    async def wait_empty(self) -> None:
+        """Wait until the sender has taken everything queued (bound it with a timeout)."""
+        while self._items:
+            self._taken.clear()
+            await self._taken.wait()
 
     async def get(self) -> Event:
         while not self._items:
@@ -78,6 +77,7 @@ class Outbox:
         if self.overflowed:
             raise OutboxOverflow
         item = self._items.popleft()
+        self._taken.set()
         if isinstance(item, AudioFrame):
             self._audio -= 1
             self._room.set()

@@ -157,7 +157,9 @@ async def _handle_text(ws: web.WebSocketResponse, session: Session, raw: str) ->
         session.interrupt()
     elif kind == "end":
         summary = await session.end()
-        await session.outbox.wait_empty(timeout=2.0)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(2.0):
+                await session.outbox.wait_empty()
         await ws.send_str(json.dumps({"type": "summary", "text": summary}))
         return True
     else:
