@@ -34,15 +34,14 @@ def pcm16_to_float(pcm: bytes | bytearray | memoryview) -> np.ndarray:
 
 
 def float_to_pcm16(samples: np.ndarray) -> bytes:
-    """Encode float samples as PCM16 LE: clip to [-1, 1], scale by 32767, round to nearest.
+    """Encode float samples as PCM16 LE: clip to [-1, 1], scale by 32768, round to nearest.
 
-    Scaling by 32767 (not 32768) maps +1.0 to the largest positive sample without a special
-    case; the asymmetry is far below audibility and the round trip of PCM16 -> float -> PCM16
-    is exact for every sample except -32768, which comes back as -32767.
+    Using the same 32768 scale as ``pcm16_to_float`` makes PCM16 -> float -> PCM16 lossless
+    for every sample; the one value that would overflow (+1.0 -> 32768) saturates to 32767.
     """
     arr = np.asarray(samples, dtype=np.float32)
-    scaled = np.rint(np.clip(arr, -1.0, 1.0) * np.float32(32767.0))
-    return scaled.astype(_PCM_DTYPE).tobytes()
+    scaled = np.rint(np.clip(arr, -1.0, 1.0) * np.float32(_INT16_SCALE))
+    return np.clip(scaled, -32768.0, 32767.0).astype(_PCM_DTYPE).tobytes()
 
 
 def rms_dbfs(pcm: bytes | bytearray | memoryview) -> float:

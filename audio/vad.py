@@ -215,7 +215,16 @@ class Endpointer:
     on during speech.
     """
 
-    __slots__ = ("_frame_bytes", "_preroll", "_rate", "_ring", "_ring_len", "_vad", "config")
+    __slots__ = (
+        "_frame_bytes",
+        "_preroll",
+        "_rate",
+        "_ring",
+        "_ring_len",
+        "_vad",
+        "config",
+        "detector",
+    )
 
     def __init__(self, config: EndpointerConfig | None = None) -> None:
         cfg = config or EndpointerConfig()
