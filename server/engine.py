@@ -55,6 +55,8 @@ class Engine:
         self.executor = ModelExecutor(settings.executor_workers)
         self.providers = providers or build_providers(provider_settings(settings), self.executor)
         self.sessions: set[Session] = set()
+        #: Open WebSocket responses, closed with 1001 on shutdown.
+        self.connections: set[Any] = set()
         self.ready = asyncio.Event()
         self._warm: asyncio.Task[None] | None = None
 

@@ -52,6 +52,7 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
     outbox = Outbox()
     session = engine.open_session(session_id, outbox)
     engine.sessions.add(session)
+    engine.connections.add(ws)
     if admin is not None:
         admin.session_opened()
     try:
@@ -66,6 +67,7 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
                     await sender
     finally:
         engine.sessions.discard(session)
+        engine.connections.discard(ws)
         if admin is not None:
             admin.session_closed()
         if not ws.closed:

@@ -1,0 +1,93 @@
+"""The application factory: typed state, resource life cycles, routes.
+
+Resources open in `cleanup_ctx` order (storage, then the engine) and close in reverse; on
+shutdown every live WebSocket is closed with 1001 first, so sessions record what they
+have and the capture writer flushes before the process exits.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import WSCloseCode, web
+
+from pipelines.registry import Providers
+from server.appkeys import ADMIN, ENGINE, SETTINGS, STORAGE
+from server.engine import Engine
+from server.http_errors import json_errors
+from server.routes import core
+from server.routes.core import STATIC_DIR
+from server.settings import Settings
+from server.storage.factory import close_storage, open_storage
+from server.ws_browser import ws_handler
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, *, providers: Providers | None = None) -> web.Application:
+    """Build the app. `providers` replaces the configured ones (tests, benchmarks)."""
+    middlewares = [json_errors]
+    hub = _admin_hub(settings)
+    if hub is not None:
+        middlewares.insert(0, hub.middleware)
+    app = web.Application(middlewares=middlewares, client_max_size=1024 * 1024)
+    app[SETTINGS] = settings
+    if hub is not None:
+        app[ADMIN] = hub
+
+    async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
+        storage = await open_storage(settings)
+        app[STORAGE] = storage
+        try:
+            yield
+        finally:
+            await close_storage(storage)
+
+    async def engine_ctx(app: web.Application) -> AsyncIterator[None]:
+        storage = app[STORAGE]
+        observer = hub.observer if hub is not None else None
+        engine = Engine(settings, storage.sessions, storage.writer, observer, providers)
+        app[ENGINE] = engine
+        engine.start()
+        try:
+            yield
+        finally:
+            await engine.close()
+
+    app.cleanup_ctx.append(storage_ctx)
+    app.cleanup_ctx.append(engine_ctx)
+    app.on_shutdown.append(_close_websockets)
+
+    app.add_routes(core.routes)
+    _add_optional_routes(app)
+    app.router.add_get("/ws/{session_id}", ws_handler, name="ws")
+    if STATIC_DIR.is_dir():
+        app.router.add_static("/static/", STATIC_DIR, name="static", append_version=False)
+    if hub is not None:
+        hub.install(app)
+    return app
+
+
+def _admin_hub(settings: Settings) -> object | None:
+    try:
+        from admin.hub import AdminHub
+    except ImportError:
+        return None
+    return AdminHub.from_settings(settings)
+
+
+def _add_optional_routes(app: web.Application) -> None:
+    try:
+        from server.routes import captures
+    except ImportError:
+        return
+    app.add_routes(captures.routes)
+
+
+async def _close_websockets(app: web.Application) -> None:
+    engine = app.get(ENGINE)
+    if engine is None:
+        return
+    for ws in list(engine.connections):
+        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")

@@ -1,0 +1,58 @@
+"""Health, the typed-conversation API and the web client's entry page."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from aiohttp import web
+
+from pipelines.conversation import text_turn
+from server import __version__
+from server.appkeys import ENGINE, STORAGE
+from server.http_errors import ApiError, read_json_object
+from server.validation import MAX_TEXT_CHARS, valid_session_id
+
+routes = web.RouteTableDef()
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+SERVICE = "learning-voice-agent"
+
+
+@routes.get("/")
+async def root(request: web.Request) -> web.StreamResponse:
+    """Browsers get the app; everything else (curl, load balancers) gets health JSON."""
+    index = STATIC_DIR / "index.html"
+    if "text/html" in request.headers.get("Accept", "") and index.exists():
+        return web.FileResponse(index, headers={"Cache-Control": "no-cache"})
+    return web.json_response({"status": "healthy", "service": SERVICE, "version": __version__})
+
+
+@routes.post("/api/conversation")
+async def conversation(request: web.Request) -> web.Response:
+    body = await read_json_object(request)
+    text = body.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise ApiError(400, "invalid_text", "`text` must be a non-empty string")
+    if len(text) > MAX_TEXT_CHARS:
+        raise ApiError(400, "text_too_long", f"`text` is limited to {MAX_TEXT_CHARS} characters")
+    session_id = body.get("session_id")
+    if session_id is None:
+        session_id = uuid.uuid4().hex
+    elif not valid_session_id(session_id):
+        raise ApiError(400, "invalid_session_id", "`session_id` must match [A-Za-z0-9_-]{1,64}")
+    engine = request.app[ENGINE]
+    storage = request.app[STORAGE]
+    user_text = text.strip()
+    agent_text, ts = await text_turn(
+        engine.providers.llm, storage.sessions, storage.writer, session_id, user_text
+    )
+    return web.json_response(
+        {
+            "session_id": session_id,
+            "user_text": user_text,
+            "agent_text": agent_text,
+            "timestamp": datetime.fromtimestamp(ts, UTC).isoformat(),
+        }
+    )

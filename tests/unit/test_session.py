@@ -1,0 +1,166 @@
+"""The Session with in-test providers: event order, barge-in, what is remembered, and
+that nothing outlives the session."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from pipelines import events as ev
+from pipelines.outbox import Outbox
+from pipelines.session import Session, SessionConfig, SessionInputError
+from tests.fakes_engine import DictStore, ListSink, ScriptedLLM, ScriptedSTT, ToneTTS
+
+
+def make_session(stt=None, llm=None, voice=None, store=None, sink=None, **cfg):
+    outbox = Outbox()
+    session = Session(
+        "s1",
+        stt=stt or ScriptedSTT(["hello there"]),
+        llm=llm or ScriptedLLM(),
+        tts=voice or ToneTTS(),
+        store=store or DictStore(),
+        captures=sink or ListSink(),
+        outbox=outbox,
+        config=SessionConfig(**cfg),
+    )
+    return session, outbox
+
+
+async def drain(outbox: Outbox, until: type[ev.Event], timeout: float = 5.0) -> list[ev.Event]:
+    got: list[ev.Event] = []
+    async with asyncio.timeout(timeout):
+        while True:
+            item = await outbox.get()
+            got.append(item)
+            if isinstance(item, until):
+                return got
+
+
+async def test_text_turn_event_order_and_capture():
+    store, sink = DictStore(), ListSink()
+    session, outbox = make_session(store=store, sink=sink, audio_lead_s=10.0)
+    async with session:
+        session.submit_text("I learned about photosynthesis")
+        events = await drain(outbox, ev.AudioEnd)
+        await asyncio.sleep(0.05)
+    kinds = [e.type for e in events]
+    assert kinds[0] == "transcript" and events[0].final
+    assert kinds.index("response_delta") < kinds.index("response_done")
+    assert kinds.index("audio_start") < kinds.index("audio") < kinds.index("audio_end")
+    assert kinds.index("response_done") < kinds.index("audio_end")
+    done = next(e for e in events if isinstance(e, ev.ResponseDone))
+    assert done.text == "First sentence here. Second sentence follows."
+    deltas = "".join(e.text for e in events if isinstance(e, ev.ResponseDelta))
+    assert deltas.strip() == done.text
+    audio = sum(len(e.pcm) for e in events if isinstance(e, ev.AudioFrame))
+    assert audio == 2 * 16000 * 2  # two sentences, one second each, PCM16
+    assert [c.agent_text for c in sink.captures] == [done.text]
+    assert store.data["s1"][0].user == "I learned about photosynthesis"
+
+
+async def test_history_reaches_the_model_on_the_next_turn():
+    llm = ScriptedLLM("Short answer.")
+    session, outbox = make_session(llm=llm, voice=ToneTTS(0.1), audio_lead_s=10.0)
+    async with session:
+        session.submit_text("first topic")
+        await drain(outbox, ev.AudioEnd)
+        await asyncio.sleep(0.05)
+        session.submit_text("second topic")
+        await drain(outbox, ev.AudioEnd)
+    assert llm.calls[1][0] == "second topic"
+    assert [(x.user, x.agent) for x in llm.calls[1][1]] == [("first topic", "Short answer.")]
+
+
+async def test_barge_in_cancels_reply_drops_audio_and_remembers_only_what_was_heard():
+    store, sink = DictStore(), ListSink()
+    llm = ScriptedLLM("One two three four. Five six seven eight. Nine ten eleven twelve.", gap=0.1)
+    session, outbox = make_session(llm=llm, store=store, sink=sink, audio_lead_s=0.1)
+    async with session:
+        session.submit_text("tell me")
+        events = await drain(outbox, ev.AudioStart)
+        # Let about half a second of the first sentence play, then interrupt.
+        await asyncio.sleep(0.5)
+        session.interrupt()
+        events += await drain(outbox, ev.Interrupted)
+        await asyncio.sleep(0.3)
+        assert len(outbox) == 0, "no audio of the interrupted turn may follow"
+    turn = next(e for e in events if isinstance(e, ev.AudioStart)).turn_id
+    assert any(isinstance(e, ev.Interrupted) and e.turn_id == turn for e in events)
+    assert llm.cancelled == 1
+    assert sink.captures[0].metadata["interrupted"] is True
+    heard = store.data["s1"][0].agent
+    # ~0.5 s of a 1 s sentence of four words was played: two or three words remembered.
+    assert heard.split() and heard.split()[0] == "One"
+    assert "Five" not in heard and len(heard.split()) < 4
+
+
+async def test_voice_turn_through_endpointer_to_reply():
+    from tests.speech import silence, synth
+
+    stt = ScriptedSTT(["what is spaced repetition"], interim_every=10)
+    session, outbox = make_session(stt=stt, voice=ToneTTS(0.2), audio_lead_s=10.0)
+    pcm = silence(0.5) + synth("What is spaced repetition?") + silence(1.0)
+    async with session:
+        for off in range(0, len(pcm), 640):
+            session.feed_audio(pcm[off : off + 640])
+        events = await drain(outbox, ev.AudioEnd)
+    kinds = [e.type for e in events]
+    assert kinds[0] == "vad" and events[0].speaking is True
+    assert "transcript" in kinds
+    interim = [e for e in events if isinstance(e, ev.Transcript) and not e.final]
+    final = [e for e in events if isinstance(e, ev.Transcript) and e.final]
+    assert interim and final and final[0].text == "what is spaced repetition"
+    assert kinds.index("vad") < kinds.index("response_delta")
+    assert any(isinstance(e, ev.Vad) and not e.speaking for e in events)
+    # Pre-roll reached the recognizer: more frames than the voiced part alone.
+    assert stt.pushed_frames[0] > 20
+
+
+async def test_push_to_talk_ends_turn_on_release_only():
+    stt = ScriptedSTT(["ptt words"])
+    session, outbox = make_session(stt=stt, mode="push_to_talk", tts=False)
+    async with session:
+        with pytest.raises(SessionInputError):
+            session.configure(SessionConfig(mode="shout"))
+        session.talk_start()
+        for _ in range(50):
+            session.feed_audio(bytes(640))  # silence still goes to the recognizer in PTT
+        session.talk_end()
+        events = await drain(outbox, ev.ResponseDone)
+    assert stt.pushed_frames == [50]
+    assert any(isinstance(e, ev.Transcript) and e.text == "ptt words" for e in events)
+    assert not any(isinstance(e, ev.AudioStart) for e in events)
+
+
+async def test_no_task_outlives_the_session():
+    before = asyncio.all_tasks()
+    llm = ScriptedLLM("word " * 200, gap=0.01)
+    stt = ScriptedSTT([])
+    session, outbox = make_session(stt=stt, llm=llm)
+    async with session:
+        session.submit_text("go on and on")
+        await drain(outbox, ev.ResponseDelta)
+    await asyncio.sleep(0)
+    assert asyncio.all_tasks() - before == set()
+    assert llm.cancelled == 1
+    assert stt.streams[0].closed
+
+
+async def test_failing_provider_reports_error_and_session_goes_on():
+    class BrokenLLM(ScriptedLLM):
+        async def stream(self, user_text, history):
+            if user_text == "boom":
+                raise RuntimeError("model exploded")
+            async for d in super().stream(user_text, history):
+                yield d
+
+    session, outbox = make_session(llm=BrokenLLM("Fine."), tts=False)
+    async with session:
+        session.submit_text("boom")
+        events = await drain(outbox, ev.Error)
+        session.submit_text("again")
+        events += await drain(outbox, ev.ResponseDone)
+    assert any(isinstance(e, ev.Error) and e.code == "internal" for e in events)
+    assert events[-1].text == "Fine."
