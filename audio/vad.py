@@ -159,7 +159,6 @@ class TurnDetector:
                     self._speech_frames = 1
                     self._silent_frames = 0
                     self._started_at = now
-                    self.last_end_reason = None
                     self._clear_window()
                     return VadEvent.START
             return VadEvent.SILENCE
@@ -218,6 +217,7 @@ class Endpointer:
     __slots__ = (
         "_frame_bytes",
         "_preroll",
+        "_probe",
         "_rate",
         "_ring",
         "_ring_len",
@@ -236,6 +236,7 @@ class Endpointer:
         self._rate = cfg.sample_rate
         self._frame_bytes = frame_bytes(cfg.sample_rate, cfg.frame_ms)
         self._vad = webrtcvad.Vad(cfg.aggressiveness)
+        self._probe: webrtcvad.Vad | None = None
         self._ring_len = max(1, math.ceil((cfg.preroll_ms + cfg.start_window_ms) / cfg.frame_ms))
         self._ring: deque[bytes] = deque(maxlen=self._ring_len)
         self._preroll: deque[bytes] | None = None
@@ -254,11 +255,20 @@ class Endpointer:
         if mode not in (0, 1, 2, 3):
             raise ValueError(f"aggressiveness must be 0..3, got {mode!r}")
         self._vad.set_mode(mode)
+        if self._probe is not None:
+            self._probe.set_mode(mode)
 
     def is_speech(self, frame: bytes) -> bool:
-        """The raw webrtcvad decision for one frame, without touching any state."""
+        """The raw webrtcvad decision for one frame, with no hysteresis of ours.
+
+        webrtcvad is itself stateful (adaptive noise model, a few frames of hangover), so this
+        uses a second classifier instance: probing never changes what ``process`` decides.
+        Consecutive calls still form a stream of their own.
+        """
         self._check(frame)
-        return self._vad.is_speech(frame, self._rate)
+        if self._probe is None:
+            self._probe = webrtcvad.Vad(self.config.aggressiveness)
+        return self._probe.is_speech(frame, self._rate)
 
     def process(self, frame: bytes, now: float) -> VadEvent:
         """Classify one frame and advance the turn; see ``TurnDetector.step`` for events."""
@@ -288,7 +298,9 @@ class Endpointer:
         return self.detector.force_end()
 
     def reset(self) -> None:
-        """Forget the turn state and all buffered audio."""
+        """Forget the turn state, all buffered audio and the classifier's adaptation."""
+        self._vad = webrtcvad.Vad(self.config.aggressiveness)
+        self._probe = None
         self.detector.reset()
         self._ring.clear()
         self._preroll = None
