@@ -216,6 +216,7 @@ class Endpointer:
 
     __slots__ = (
         "_frame_bytes",
+        "_mode",
         "_preroll",
         "_probe",
         "_rate",
@@ -235,7 +236,8 @@ class Endpointer:
         self.config = cfg
         self._rate = cfg.sample_rate
         self._frame_bytes = frame_bytes(cfg.sample_rate, cfg.frame_ms)
-        self._vad = webrtcvad.Vad(cfg.aggressiveness)
+        self._mode = cfg.aggressiveness
+        self._vad = webrtcvad.Vad(self._mode)
         self._probe: webrtcvad.Vad | None = None
         self._ring_len = max(1, math.ceil((cfg.preroll_ms + cfg.start_window_ms) / cfg.frame_ms))
         self._ring: deque[bytes] = deque(maxlen=self._ring_len)
@@ -250,15 +252,30 @@ class Endpointer:
     def in_speech(self) -> bool:
         return self.detector.in_speech
 
+    @property
+    def trailing_silence_ms(self) -> float:
+        """See ``TurnDetector.trailing_silence_ms``."""
+        return self.detector.trailing_silence_ms
+
+    @property
+    def end_silence_ms(self) -> int:
+        """The end-of-turn pause; settable at run time (see ``TurnDetector``)."""
+        return self.detector.end_silence_ms
+
+    @end_silence_ms.setter
+    def end_silence_ms(self, value: int) -> None:
+        self.detector.end_silence_ms = value
+
     def set_aggressiveness(self, mode: int) -> None:
         """Change webrtcvad's mode (0 = least, 3 = most eager to call a frame non-speech)."""
         if mode not in (0, 1, 2, 3):
             raise ValueError(f"aggressiveness must be 0..3, got {mode!r}")
+        self._mode = mode
         self._vad.set_mode(mode)
         if self._probe is not None:
             self._probe.set_mode(mode)
 
-    def is_speech(self, frame: bytes) -> bool:
+    def is_speech(self, frame: bytes | bytearray | memoryview) -> bool:
         """The raw webrtcvad decision for one frame, with no hysteresis of ours.
 
         webrtcvad is itself stateful (adaptive noise model, a few frames of hangover), so this
@@ -267,10 +284,10 @@ class Endpointer:
         """
         self._check(frame)
         if self._probe is None:
-            self._probe = webrtcvad.Vad(self.config.aggressiveness)
+            self._probe = webrtcvad.Vad(self._mode)
         return self._probe.is_speech(frame, self._rate)
 
-    def process(self, frame: bytes, now: float) -> VadEvent:
+    def process(self, frame: bytes | bytearray | memoryview, now: float) -> VadEvent:
         """Classify one frame and advance the turn; see ``TurnDetector.step`` for events."""
         if len(frame) != self._frame_bytes:
             self._check(frame)
@@ -299,7 +316,7 @@ class Endpointer:
 
     def reset(self) -> None:
         """Forget the turn state, all buffered audio and the classifier's adaptation."""
-        self._vad = webrtcvad.Vad(self.config.aggressiveness)
+        self._vad = webrtcvad.Vad(self._mode)
         self._probe = None
         self.detector.reset()
         self._ring.clear()

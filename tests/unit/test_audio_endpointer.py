@@ -212,11 +212,30 @@ def test_rates_webrtcvad_cannot_take_are_rejected(rate: int) -> None:
         Endpointer(EndpointerConfig(sample_rate=rate))
 
 
-def test_aggressiveness_can_be_changed() -> None:
-    ep = Endpointer()
+def test_aggressiveness_can_be_changed_and_survives_reset() -> None:
+    pcm = place(voiced_signal(1.5), lead_s=1.0, tail_s=1.5)
+    frames = frames_of(pcm)
+    mode0 = run(Endpointer(EndpointerConfig(aggressiveness=0)), frames)[0][VadEvent.END]
+    mode3 = run(Endpointer(EndpointerConfig(aggressiveness=3)), frames)[0][VadEvent.END]
+    assert mode0 != mode3  # longer hangover in the lenient modes
+    ep = Endpointer(EndpointerConfig(aggressiveness=0))
     ep.set_aggressiveness(3)
+    ep.reset()
+    assert run(ep, frames)[0][VadEvent.END] == mode3
     with pytest.raises(ValueError):
         ep.set_aggressiveness(5)
+
+
+def test_end_silence_and_trailing_silence_are_reachable_on_the_endpointer() -> None:
+    frames = frames_of(place(voiced_signal(1.0), lead_s=0.5, tail_s=1.0))
+    ep = Endpointer()
+    ep.end_silence_ms = 200
+    assert ep.detector.end_silence_ms == 200
+    events, _ = run(ep, frames)
+    (end,) = events[VadEvent.END]
+    # 10 unvoiced frames of 20 ms after the last voiced one (75 + hangover), not 25.
+    assert 75 - 1 + 10 <= end <= 75 - 1 + 10 + HANGOVER_FRAMES[2]
+    assert ep.trailing_silence_ms == 0.0
 
 
 # --- real (synthesised) speech -------------------------------------------------------------
