@@ -1,0 +1,286 @@
+"""AdminHub: the one object the server wires in for the operator surface.
+
+How the app factory uses it (`server` -> `admin`, never the other way)::
+
+    hub = AdminHub(
+        admin_api_key=settings.admin_api_key,   # "" -> /admin/api answers 503 (closed)
+        metrics_token=settings.metrics_token,   # "" -> /metrics is open
+        redis_url=settings.redis_url,           # shares maintenance mode across instances
+        maintenance_key="lva:maintenance",      # the Redis key (tests use their own prefix)
+    )
+    app = web.Application(middlewares=[hub.middleware, ...])   # first: sees everything
+    app[ADMIN] = hub
+    hub.install(app)   # routes (/admin/, /admin/api/..., /metrics), X-Request-ID, lifecycle
+    hub.add_health_check("database", store.ping)               # async () -> bool | dict
+    hub.add_health_check("providers", chains_state, critical=False)
+    hub.add_gauge_source("capture_queue_depth", writer.queue_depth)     # () -> number
+    hub.add_gauge_source("capture_journal_backlog", writer.journal_backlog)
+
+    # per voice session / WebSocket:
+    hub.ws_opened(); ...; hub.ws_closed()
+    if hub.maintenance.enabled: close the new socket with 4503 (message: hub.maintenance.message)
+    hub.session_opened(); Session(..., observer=hub.observer); ...; hub.session_closed()
+
+`hub.observer` implements `pipelines.ports.SessionObserver` (turn stage latencies, provider
+errors and fallbacks, VAD/STT/TTS work time). The in-process numbers behind the admin
+JSON API are per worker (each response says `"scope": "process"` and its pid); `/metrics`
+is summed over all workers when `PROMETHEUS_MULTIPROC_DIR` is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from admin.auth import FailureLimiter
+from admin.context import request_id_var
+from admin.errors import ErrorLog, ErrorRecord
+from admin.health import DEGRADED, HEALTHY, HealthRegistry
+from admin.maintenance import (
+    FileBackend,
+    Maintenance,
+    MaintenanceBackend,
+    MemoryBackend,
+    RedisBackend,
+)
+from admin.middleware import add_request_id_header, make_middleware
+from admin.observer import HubObserver
+from admin.prom import LabelGuard, PromMetrics, multiproc_dir
+from admin.routes import AdminApi
+from admin.stats import HttpStats, StageStats
+from admin.system import LoopLagMonitor, SystemSampler
+
+log = logging.getLogger("admin")
+
+#: Routes left out of the overview's request counts (still in endpoints and /metrics).
+MONITORING_ROUTES = ("/admin", "/metrics")
+#: Gauges fed by `add_gauge_source`, by name.
+GAUGE_SOURCES = ("capture_queue_depth", "capture_journal_backlog")
+
+
+class AdminHub:
+    def __init__(
+        self,
+        *,
+        admin_api_key: str = "",
+        metrics_token: str = "",
+        redis_url: str = "",
+        maintenance_key: str = "lva:maintenance",
+        shared_dir: str | None = None,
+        maintenance_backend: MaintenanceBackend | None = None,
+        registry: CollectorRegistry | None = None,
+        auth_max_failures: int = 10,
+        auth_window_seconds: float = 60.0,
+        sync_interval: float = 1.0,
+    ) -> None:
+        self.admin_api_key = admin_api_key
+        self.metrics_token = metrics_token
+        self.started_at = time.time()
+        self._started_mono = time.monotonic()
+        self.prom = PromMetrics(registry)
+        self.http = HttpStats()
+        self.stages = StageStats()
+        self.errors = ErrorLog()
+        self.health = HealthRegistry()
+        self.system = SystemSampler()
+        self.loop_lag = LoopLagMonitor()
+        self.auth_limiter = FailureLimiter(auth_max_failures, auth_window_seconds)
+        self.maintenance = Maintenance(
+            maintenance_backend
+            or _backend(redis_url, maintenance_key, shared_dir or multiproc_dir())
+        )
+        self.observer = HubObserver(self.stages, self.prom, self.errors, LabelGuard())
+        self.middleware = make_middleware(self)
+        self.routes = AdminApi(self).routes()
+        self._sync_interval = sync_interval
+        self._gauge_sources: dict[str, Callable[[], float | int]] = {}
+        self._gauge_values: dict[str, float | None] = {}
+        self._gauge_failed: set[str] = set()
+        self.active_sessions = 0
+        self.sessions_total = 0
+        self.active_websockets = 0
+        self.websockets_total = 0
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # --- wiring ----------------------------------------------------------------------
+    def install(self, app: web.Application) -> None:
+        """Routes, the X-Request-ID header on every response, and start/stop with the app.
+        (The middleware must be given to `web.Application(middlewares=[hub.middleware])`.)"""
+        app.add_routes(self.routes)
+        app.on_response_prepare.append(add_request_id_header)
+        app.cleanup_ctx.append(self.cleanup_ctx)
+
+    def add_health_check(
+        self,
+        name: str,
+        fn: Callable[[], Awaitable[bool | dict[str, Any]]],
+        *,
+        critical: bool = True,
+        timeout: float = 2.0,
+    ) -> None:
+        """Register a dependency check (see `admin.health` for what it may return).
+        A non-critical check failing makes the service degraded, not unhealthy."""
+        self.health.add(name, fn, critical=critical, timeout=timeout)
+
+    def add_gauge_source(self, name: str, fn: Callable[[], float | int]) -> None:
+        """A cheap synchronous reading (e.g. `queue.qsize`), sampled about once a second."""
+        if name not in GAUGE_SOURCES:
+            raise ValueError(f"unknown gauge {name!r}; expected one of {GAUGE_SOURCES}")
+        self._gauge_sources[name] = fn
+
+    # --- lifecycle -------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.maintenance.refresh()
+        self.prom.maintenance.set(1 if self.maintenance.enabled else 0)
+        self._tasks = [
+            asyncio.create_task(self.loop_lag.run(), name="admin-loop-lag"),
+            asyncio.create_task(self._sync_forever(), name="admin-sync"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        with contextlib.suppress(Exception):
+            await self.maintenance.backend.close()
+        self.prom.process_exited()
+
+    async def cleanup_ctx(self, app: web.Application) -> AsyncIterator[None]:
+        await self.start()
+        yield
+        await self.stop()
+
+    async def _sync_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._sync_interval)
+            await self.maintenance.refresh()
+            self.prom.maintenance.set(1 if self.maintenance.enabled else 0)
+            if self.loop_lag.samples:
+                self.prom.loop_lag.set(self.loop_lag.samples[-1])
+            self.sample_gauges()
+
+    def sample_gauges(self) -> None:
+        for name, fn in self._gauge_sources.items():
+            try:
+                value = float(fn())
+                if not math.isfinite(value):
+                    raise ValueError(f"not a finite number: {value}")
+            except Exception as exc:
+                if name not in self._gauge_failed:
+                    log.warning("gauge source %s failed: %r", name, exc)
+                    self._gauge_failed.add(name)
+                self._gauge_values[name] = None
+                continue
+            self._gauge_failed.discard(name)
+            self._gauge_values[name] = value
+            getattr(self.prom, name).set(value)
+
+    # --- sessions and sockets ----------------------------------------------------------
+    def session_opened(self) -> None:
+        self.active_sessions += 1
+        self.sessions_total += 1
+        self.prom.voice_sessions.inc()
+
+    def session_closed(self) -> None:
+        self.active_sessions = max(0, self.active_sessions - 1)
+        self.prom.voice_sessions.dec()
+
+    def ws_opened(self) -> None:
+        self.active_websockets += 1
+        self.websockets_total += 1
+        self.prom.ws_sessions.inc()
+
+    def ws_closed(self) -> None:
+        self.active_websockets = max(0, self.active_websockets - 1)
+        self.prom.ws_sessions.dec()
+
+    # --- recording (called by the middleware) ----------------------------------------
+    def record_request(
+        self, route: str, method: str, status: int, seconds: float, code: str
+    ) -> None:
+        # A WebSocket's "request" lasts the whole conversation: counted, not timed.
+        timed = None if status == 101 else seconds
+        monitoring = route.startswith(MONITORING_ROUTES)
+        self.http.record(route, method, status, timed, overall=not monitoring)
+        self.prom.http_requests.labels(route, method, str(status)).inc()
+        if timed is not None:
+            self.prom.http_duration.labels(route, method).observe(timed)
+        if status >= 500 and code != "maintenance":
+            self.errors.add(
+                ErrorRecord(
+                    time=time.time(),
+                    kind="http",
+                    route=route,
+                    method=method,
+                    status=status,
+                    code=code or "http_error",
+                    message=f"{method} {route} answered {status}",
+                    request_id=request_id_var.get(),
+                    session_id=None,
+                )
+            )
+
+    # --- reports ---------------------------------------------------------------------
+    def uptime(self) -> float:
+        return time.monotonic() - self._started_mono
+
+    def overview(self) -> dict[str, Any]:
+        self.sample_gauges()
+        overall = self.http.overall
+        return {
+            "scope": "process",
+            "pid": os.getpid(),
+            "timestamp": time.time(),
+            "uptime_seconds": round(self.uptime(), 1),
+            "requests": {"total": overall.requests, **_without(overall.to_dict(), "count")},
+            "sessions": {"active": self.active_sessions, "total": self.sessions_total},
+            "websockets": {"active": self.active_websockets, "total": self.websockets_total},
+            "voice": self.stages.snapshot(),
+            "providers": {
+                "errors": self.observer.provider_error_count,
+                "fallbacks": self.observer.fallback_count,
+            },
+            "capture": dict(self._gauge_values),
+            "maintenance": self.maintenance.to_dict(),
+        }
+
+    async def health_report(self) -> dict[str, Any]:
+        report = await self.health.run()
+        report["maintenance"] = self.maintenance.to_dict()
+        if self.maintenance.enabled:
+            report["reasons"].append(f"maintenance mode is on: {self.maintenance.message}")
+            if report["status"] == HEALTHY:
+                report["status"] = DEGRADED
+        if self.maintenance.last_sync_error:
+            report["reasons"].append("maintenance state could not be synchronised")
+            if report["status"] == HEALTHY:
+                report["status"] = DEGRADED
+        report["uptime_seconds"] = round(self.uptime(), 1)
+        report["timestamp"] = time.time()
+        report["pid"] = os.getpid()
+        return report
+
+
+def _without(d: dict[str, Any], key: str) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if k != key}
+
+
+def _backend(redis_url: str, key: str, shared_dir: str | None) -> MaintenanceBackend:
+    if redis_url:
+        return RedisBackend(redis_url, key=key)
+    if shared_dir:
+        return FileBackend(Path(shared_dir) / "maintenance.json")
+    return MemoryBackend()

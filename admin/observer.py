@@ -1,0 +1,87 @@
+"""The `SessionObserver` a voice Session reports to (see `pipelines.ports`).
+
+Implemented structurally, so `pipelines` never imports `admin`. Calls may come from the
+event loop or from executor threads (work time measured around a model call), so
+everything here is thread-safe and cheap; bad values (negative, NaN, absurd) are dropped
+rather than poisoning a histogram.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from admin.context import request_id_var, session_id_var
+from admin.errors import ErrorLog, ErrorRecord
+from admin.prom import LabelGuard, PromMetrics
+from admin.stats import StageStats
+
+#: The stage that best answers "how long until the user hears the reply", in order.
+TURN_LATENCY_STAGES = ("first_audio", "first_token", "transcript", "stt_final")
+_MAX_STAGE_SECONDS = 600.0
+_MODES = frozenset({"continuous", "push_to_talk", "text", "phone"})
+
+
+def _valid(seconds: object) -> bool:
+    return (
+        isinstance(seconds, int | float)
+        and math.isfinite(seconds)
+        and 0.0 <= seconds <= _MAX_STAGE_SECONDS
+    )
+
+
+class HubObserver:
+    def __init__(
+        self, stages: StageStats, prom: PromMetrics, errors: ErrorLog, labels: LabelGuard
+    ) -> None:
+        self._stages = stages
+        self._prom = prom
+        self._errors = errors
+        self._labels = labels
+        self.provider_error_count = 0
+        self.fallback_count = 0
+
+    def turn_completed(self, stages: dict[str, float], mode: str) -> None:
+        """`stages`: seconds from the end of the user's speech to each stage of the reply."""
+        clean = [(self._labels("stage", name), float(v)) for name, v in stages.items() if _valid(v)]
+        mode = mode if mode in _MODES else "other"
+        by_name = dict(clean)
+        turn = next((by_name[s] for s in TURN_LATENCY_STAGES if s in by_name), None)
+        if turn is None and by_name:
+            turn = max(by_name.values())
+        self._stages.record(clean, turn, mode)
+        self._prom.voice_turns.labels(mode).inc()
+        for name, seconds in clean:
+            self._prom.voice_stage.labels(name).observe(seconds)
+
+    def provider_error(self, stage: str, provider: str, kind: str) -> None:
+        stage_l = self._labels("stage", stage)
+        provider_l = self._labels("provider", provider)
+        kind_l = self._labels("kind", kind)
+        self.provider_error_count += 1
+        self._prom.provider_errors.labels(stage_l, provider_l, kind_l).inc()
+        self._errors.add(
+            ErrorRecord(
+                time=time.time(),
+                kind="provider",
+                route=f"voice:{stage_l}",
+                method="",
+                status=0,
+                code=kind_l,
+                message=f"{provider_l} failed during {stage_l}",
+                request_id=request_id_var.get(),
+                session_id=session_id_var.get(),
+            )
+        )
+
+    def provider_fallback(self, stage: str, from_provider: str, to_provider: str) -> None:
+        self.fallback_count += 1
+        self._prom.provider_fallbacks.labels(
+            self._labels("stage", stage),
+            self._labels("provider", from_provider),
+            self._labels("provider", to_provider),
+        ).inc()
+
+    def work_time(self, stage: str, seconds: float) -> None:
+        if _valid(seconds):
+            self._prom.work_seconds.labels(self._labels("stage", stage)).inc(float(seconds))

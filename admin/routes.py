@@ -1,0 +1,209 @@
+"""Admin API handlers (`/admin/api/*`), the dashboard page and `/metrics`.
+
+Every `/admin/api/*` handler is wrapped by `_guarded`: no key configured -> 503
+(`admin_disabled`: the surface is closed, never open); a client over its failure budget
+-> 429 with `Retry-After`; missing or wrong `X-Admin-Key` -> 401. The dashboard page and
+its static files need no key: they hold no data, and ask for the key in the browser.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from admin.auth import keys_match
+from admin.errors import json_error
+from admin.maintenance import MAX_MESSAGE
+
+if TYPE_CHECKING:
+    from admin.hub import AdminHub
+
+STATIC_DIR = Path(__file__).parent / "static"
+_NO_STORE = {"Cache-Control": "no-store"}
+_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _ok(data: dict[str, Any], status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, headers=_NO_STORE)
+
+
+class AdminApi:
+    def __init__(self, hub: AdminHub) -> None:
+        self.hub = hub
+
+    # --- access control --------------------------------------------------------------
+    def _guarded(self, handler: Handler) -> Handler:
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            hub = self.hub
+            if not hub.admin_api_key:
+                return json_error(
+                    503,
+                    "admin_disabled",
+                    "The admin API is disabled: set ADMIN_API_KEY to enable it.",
+                )
+            denied = self._check_credential(
+                request, hub.admin_api_key, request.headers.get("X-Admin-Key"), "X-Admin-Key"
+            )
+            return denied or await handler(request)
+
+        return guarded
+
+    def _check_credential(
+        self, request: web.Request, expected: str, given: str | None, what: str
+    ) -> web.Response | None:
+        client = request.remote or "unknown"
+        limiter = self.hub.auth_limiter
+        wait = limiter.retry_after(client)
+        if wait:
+            return json_error(
+                429,
+                "too_many_attempts",
+                f"Too many failed attempts; retry in {wait} s.",
+                headers={"Retry-After": str(wait)},
+            )
+        if keys_match(expected, given):
+            return None
+        limiter.fail(client)
+        self.hub.prom.auth_failures.inc()
+        reason = "missing" if not given else "invalid"
+        return json_error(401, "unauthorized", f"{what} {reason}.")
+
+    # --- dashboard -------------------------------------------------------------------
+    async def dashboard(self, request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(
+            STATIC_DIR / "index.html",
+            headers={"Content-Security-Policy": _CSP, "Cache-Control": "no-cache"},
+        )
+
+    async def dashboard_redirect(self, request: web.Request) -> web.StreamResponse:
+        raise web.HTTPPermanentRedirect("/admin/")
+
+    # --- admin API -------------------------------------------------------------------
+    async def health(self, request: web.Request) -> web.StreamResponse:
+        report = await self.hub.health_report()
+        return _ok(report, status=503 if report["status"] == "unhealthy" else 200)
+
+    async def metrics(self, request: web.Request) -> web.StreamResponse:
+        return _ok(self.hub.overview())
+
+    async def endpoints(self, request: web.Request) -> web.StreamResponse:
+        return _ok(
+            {
+                "scope": "process",
+                "pid": os.getpid(),
+                "timestamp": time.time(),
+                "endpoints": self.hub.http.endpoints(),
+            }
+        )
+
+    async def system(self, request: web.Request) -> web.StreamResponse:
+        sample = await self.hub.system.sample()
+        return _ok(
+            {
+                **sample,
+                "event_loop_lag": self.hub.loop_lag.snapshot(),
+                "uptime_seconds": round(self.hub.uptime(), 1),
+                "timestamp": time.time(),
+            }
+        )
+
+    async def errors(self, request: web.Request) -> web.StreamResponse:
+        raw = request.query.get("limit", "50")
+        try:
+            limit = int(raw)
+        except ValueError:
+            limit = -1
+        if not 1 <= limit <= 200:
+            return json_error(400, "invalid_limit", "limit must be an integer from 1 to 200.")
+        return _ok(
+            {
+                "scope": "process",
+                "pid": os.getpid(),
+                "total": self.hub.errors.total,
+                "errors": self.hub.errors.recent(limit),
+            }
+        )
+
+    async def maintenance_get(self, request: web.Request) -> web.StreamResponse:
+        return _ok(self.hub.maintenance.to_dict())
+
+    async def maintenance_set(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = await request.json()
+        except ValueError:
+            return json_error(400, "invalid_json", "The body must be a JSON object.")
+        problem = _validate_maintenance(body)
+        if problem:
+            return json_error(400, "invalid_maintenance", problem)
+        try:
+            await self.hub.maintenance.set(
+                body["enabled"],
+                body.get("message", ""),
+                body.get("retry_after", 300),
+            )
+        except Exception as exc:
+            return json_error(
+                503,
+                "maintenance_unavailable",
+                f"The shared maintenance state could not be written: {type(exc).__name__}.",
+            )
+        self.hub.prom.maintenance.set(1 if self.hub.maintenance.enabled else 0)
+        return _ok(self.hub.maintenance.to_dict())
+
+    # --- Prometheus ------------------------------------------------------------------
+    async def prometheus(self, request: web.Request) -> web.StreamResponse:
+        token = self.hub.metrics_token
+        if token:
+            auth = request.headers.get("Authorization", "")
+            given = auth[7:] if auth.startswith("Bearer ") else None
+            denied = self._check_credential(request, token, given, "Bearer token")
+            if denied:
+                return denied
+        self.hub.sample_gauges()
+        body = self.hub.prom.exposition()
+        resp = web.Response(body=body, headers=_NO_STORE)
+        # Set the exact exposition content type (with version) on the header itself.
+        resp.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
+        return resp
+
+    def routes(self) -> list[web.AbstractRouteDef]:
+        g = self._guarded
+        return [
+            web.get("/admin", self.dashboard_redirect, allow_head=False),
+            web.get("/admin/", self.dashboard),
+            web.static("/admin/static", STATIC_DIR),
+            web.get("/admin/api/health/detailed", g(self.health)),
+            web.get("/admin/api/metrics", g(self.metrics)),
+            web.get("/admin/api/metrics/endpoints", g(self.endpoints)),
+            web.get("/admin/api/metrics/system", g(self.system)),
+            web.get("/admin/api/metrics/errors", g(self.errors)),
+            web.get("/admin/api/maintenance", g(self.maintenance_get)),
+            web.post("/admin/api/maintenance", g(self.maintenance_set)),
+            web.get("/metrics", self.prometheus),
+        ]
+
+
+def _validate_maintenance(body: object) -> str | None:
+    if not isinstance(body, dict):
+        return "The body must be a JSON object."
+    unknown = set(body) - {"enabled", "message", "retry_after"}
+    if unknown:
+        return f"Unknown field(s): {', '.join(sorted(unknown))}."
+    if not isinstance(body.get("enabled"), bool):
+        return "enabled is required and must be true or false."
+    message = body.get("message", "")
+    if not isinstance(message, str) or len(message) > MAX_MESSAGE:
+        return f"message must be a string of at most {MAX_MESSAGE} characters."
+    retry = body.get("retry_after", 300)
+    if isinstance(retry, bool) or not isinstance(retry, int) or not 1 <= retry <= 86400:
+        return "retry_after must be an integer number of seconds from 1 to 86400."
+    return None
