@@ -176,6 +176,11 @@ class Settings:
     admin_api_key: str = _env(
         "ADMIN_API_KEY", "Key for /admin (header X-Admin-Key); unset = admin closed.", default=""
     )
+    metrics_token: str = _env(
+        "METRICS_TOKEN",
+        "Bearer token required by GET /metrics (Authorization: Bearer ...); unset = open.",
+        default="",
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
