@@ -112,6 +112,17 @@ class AdminHub:
         self.websockets_total = 0
         self._tasks: list[asyncio.Task[None]] = []
 
+    @classmethod
+    def from_settings(cls, settings: Any, **overrides: Any) -> AdminHub:
+        """From the server's `Settings` (read by attribute: `admin` never imports `server`)."""
+        kwargs: dict[str, Any] = {
+            "admin_api_key": getattr(settings, "admin_api_key", ""),
+            "metrics_token": getattr(settings, "metrics_token", ""),
+            "redis_url": getattr(settings, "redis_url", ""),
+        }
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
     # --- wiring ----------------------------------------------------------------------
     def install(self, app: web.Application) -> None:
         """Routes, the X-Request-ID header on every response, and start/stop with the app.

@@ -17,7 +17,7 @@ from admin.prom import LabelGuard, PromMetrics
 from admin.stats import StageStats
 
 #: The stage that best answers "how long until the user hears the reply", in order.
-TURN_LATENCY_STAGES = ("first_audio", "first_token", "transcript", "stt_final")
+TURN_LATENCY_STAGES = ("first_audio", "llm_first_token", "stt_final")
 _MAX_STAGE_SECONDS = 600.0
 _MODES = frozenset({"continuous", "push_to_talk", "text", "phone"})
 

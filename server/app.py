@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import WSCloseCode, web
 
@@ -39,6 +40,8 @@ def create_app(settings: Settings, *, providers: Providers | None = None) -> web
     async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
         storage = await open_storage(settings)
         app[STORAGE] = storage
+        if hub is not None:
+            _watch_storage(hub, storage)
         try:
             yield
         finally:
@@ -50,6 +53,12 @@ def create_app(settings: Settings, *, providers: Providers | None = None) -> web
         engine = Engine(settings, storage.sessions, storage.writer, observer, providers)
         app[ENGINE] = engine
         engine.start()
+        if hub is not None:
+            from admin.checks import providers_check
+
+            hub.add_health_check(
+                "providers", providers_check(engine.providers, engine.ready), critical=False
+            )
         try:
             yield
         finally:
@@ -75,6 +84,17 @@ def _admin_hub(settings: Settings) -> object | None:
     except ImportError:
         return None
     return AdminHub.from_settings(settings)
+
+
+def _watch_storage(hub: Any, storage: Any) -> None:
+    """Storage health checks and capture gauges for the admin hub."""
+    from admin.checks import capture_writer_check
+
+    hub.add_health_check("database", storage.captures.ping)
+    hub.add_health_check("session_store", storage.sessions.ping)
+    hub.add_health_check("capture_writer", capture_writer_check(storage.writer), critical=False)
+    hub.add_gauge_source("capture_queue_depth", lambda: storage.writer.depth)
+    hub.add_gauge_source("capture_journal_backlog", lambda: storage.writer.journal_backlog)
 
 
 def _add_optional_routes(app: web.Application) -> None:

@@ -17,16 +17,18 @@ import re
 import sys
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import fields
 from typing import Any, TextIO
 
 from admin.context import request_id_var, session_id_var
+from server.settings import Settings, is_secret
 
 _SECRET_SUFFIXES = ("_KEY", "_TOKEN", "_SECRET")
 #: Shorter values are not redacted by value: replacing every "1" or "yes" would wreck logs.
 MIN_SECRET_LENGTH = 6
 _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@\s/]+(?=@)")
 _RESERVED = frozenset(
-    vars(logging.LogRecord("x", 0, "x", 0, "x", None, None))
+    set(vars(logging.LogRecord("x", 0, "x", 0, "x", None, None)))
     | {"message", "asctime", "request_id", "session_id", "taskName"}
 )
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
@@ -86,8 +88,11 @@ class ContextFilter(logging.Filter):
     """Copies the current request id and session id onto the record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = request_id_var.get()
-        record.session_id = session_id_var.get()
+        # A value passed explicitly (`extra={"session_id": ...}`) wins over the context.
+        if getattr(record, "request_id", None) is None:
+            record.request_id = request_id_var.get()
+        if getattr(record, "session_id", None) is None:
+            record.session_id = session_id_var.get()
         return True
 
 
@@ -175,3 +180,15 @@ def configure_logging(
     # aiohttp's own access log is replaced by the admin middleware's `access` logger.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     return handler
+
+
+def setup_logging(settings: Settings) -> logging.Handler:
+    """Configure from the server's settings (LOG_LEVEL, LOG_FORMAT); every secret setting
+    (name ending _KEY/_TOKEN/_SECRET) is redacted too, even when it did not come from the
+    environment."""
+    secrets = [
+        value
+        for f in fields(settings)
+        if is_secret(f.metadata["env"]) and (value := getattr(settings, f.name))
+    ]
+    return configure_logging(settings.log_level, settings.log_format, extra_secrets=secrets)
