@@ -23,6 +23,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     ProcessCollector,
+    disable_created_metrics,
     generate_latest,
 )
 from prometheus_client import multiprocess as prom_mp
@@ -62,6 +63,8 @@ class PromMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.multiproc_dir = multiproc_dir()
+        # `*_created` series double the exposition and nobody graphs them.
+        disable_created_metrics()
         self.registry = registry or CollectorRegistry()
         if not self.multiproc_dir:
             # process_cpu_seconds_total, process_resident_memory_bytes, ...: per process only.
