@@ -357,6 +357,10 @@ class Session:
         if "tts_request" in marks and "first_audio" in marks:
             stages["tts_first_audio"] = marks["first_audio"] - marks["tts_request"]
         self.last_turn_stages = stages
+        log.info(
+            "turn stages",
+            extra={"session_id": self.id, **{k: round(v * 1000) for k, v in stages.items()}},
+        )
         self._observer.turn_completed(stages, self.config.mode)
 
     async def _record(self, turn_id: int, user: str, agent: str, *, interrupted: bool) -> None:

@@ -69,6 +69,7 @@ class Conversation:
         self.ws = ws
         self.ready = ready
         self.output_rate = ready["output_sample_rate"]
+        self._speech_end: float | None = None
 
     @classmethod
     async def connect(
@@ -101,16 +102,16 @@ class Conversation:
         on_event: Any = None,
     ) -> TurnResult:
         result = TurnResult()
+        self._speech_end = None
         receiver = asyncio.create_task(self._collect(result, on_event))
         if mode == "push_to_talk":
             await self.ws.send(json.dumps({"type": "talk_start"}))
-        t_speech_end = await self._stream(pcm, realtime)
+        self._speech_end = await self._stream(pcm, realtime)
         if mode == "push_to_talk":
             await self.ws.send(json.dumps({"type": "talk_end"}))
-            t_speech_end = time.monotonic()
+            self._speech_end = time.monotonic()
         else:
             await self._stream(bytes(int(trailing_silence * RATE) * 2), realtime)
-        self._speech_end = t_speech_end
         try:
             await asyncio.wait_for(receiver, timeout)
         except TimeoutError:
@@ -128,7 +129,6 @@ class Conversation:
         return time.monotonic()
 
     async def _collect(self, result: TurnResult, on_event: Any) -> None:
-        self._speech_end: float | None = None
         async for msg in self.ws:
             if isinstance(msg, bytes):
                 if result.audio_frames == 0 and self._speech_end is not None:

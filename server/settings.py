@@ -98,11 +98,15 @@ class Settings:
     )
     # --- state -----------------------------------------------------------------------
     session_ttl_seconds: int = _env(
-        "SESSION_TTL_SECONDS", "Idle time after which a session is forgotten.", _int(10, 2592000),
+        "SESSION_TTL_SECONDS",
+        "Idle time after which a session is forgotten.",
+        _int(10, 2592000),
         default=1800,
     )
     context_max_exchanges: int = _env(
-        "CONTEXT_MAX_EXCHANGES", "Recent exchanges kept as conversation context.", _int(1, 200),
+        "CONTEXT_MAX_EXCHANGES",
+        "Recent exchanges kept as conversation context.",
+        _int(1, 200),
         default=10,
     )
     redis_url: str = _env("REDIS_URL", "Redis for sessions; unset = in-memory.", default="")
@@ -110,19 +114,36 @@ class Settings:
         "DATABASE_URL", "Postgres for captures (postgresql://...); unset = SQLite.", default=""
     )
     database_path: str = _env(
-        "DATABASE_PATH", "SQLite captures file (when DATABASE_URL is unset).",
+        "DATABASE_PATH",
+        "SQLite captures file (when DATABASE_URL is unset).",
         default="learning_captures.db",
     )
     capture_batch_size: int = _env(
         "CAPTURE_BATCH_SIZE", "Captures written per batch.", _int(1, 10000), default=100
     )
     capture_flush_ms: int = _env(
-        "CAPTURE_FLUSH_MS", "Longest a capture waits before its batch is written.",
-        _int(1, 60000), default=200,
+        "CAPTURE_FLUSH_MS",
+        "Longest a capture waits before its batch is written.",
+        _int(1, 60000),
+        default=200,
     )
     capture_queue_max: int = _env(
-        "CAPTURE_QUEUE_MAX", "Captures held in memory before spilling to the journal.",
-        _int(1, 1000000), default=10000,
+        "CAPTURE_QUEUE_MAX",
+        "Captures held in memory before spilling to the journal.",
+        _int(1, 1000000),
+        default=10000,
+    )
+    capture_journal_dir: str = _env(
+        "CAPTURE_JOURNAL_DIR",
+        "Disk journal for captures the database cannot take yet; empty = `journal/` beside "
+        "DATABASE_PATH.",
+        default="",
+    )
+    capture_journal_max_mb: int = _env(
+        "CAPTURE_JOURNAL_MAX_MB",
+        "Disk the capture journal may use; past it new captures are dropped (logged).",
+        _int(1, 1000000),
+        default=512,
     )
     # --- voice -----------------------------------------------------------------------
     stt_providers: tuple[str, ...] = _env(
@@ -149,23 +170,33 @@ class Settings:
         "VAD_AGGRESSIVENESS", "webrtcvad mode 0 (lenient) .. 3 (strict).", _int(0, 3), default=2
     )
     endpoint_silence_ms: int = _env(
-        "ENDPOINT_SILENCE_MS", "Silence that ends a turn in continuous mode.", _int(100, 5000),
+        "ENDPOINT_SILENCE_MS",
+        "Silence that ends a turn in continuous mode.",
+        _int(100, 5000),
         default=500,
     )
     speech_start_ms: int = _env(
-        "SPEECH_START_MS", "Voiced audio (in a 300 ms window) that starts speech.",
-        _int(20, 1000), default=120,
+        "SPEECH_START_MS",
+        "Voiced audio (in a 300 ms window) that starts speech.",
+        _int(20, 1000),
+        default=120,
     )
     preroll_ms: int = _env(
-        "PREROLL_MS", "Audio before speech start handed to the recognizer.", _int(0, 2000),
+        "PREROLL_MS",
+        "Audio before speech start handed to the recognizer.",
+        _int(0, 2000),
         default=300,
     )
     interim_interval_ms: int = _env(
-        "INTERIM_INTERVAL_MS", "How often interim transcripts are produced while speaking.",
-        _int(100, 5000), default=700,
+        "INTERIM_INTERVAL_MS",
+        "How often interim transcripts are produced while speaking.",
+        _int(100, 5000),
+        default=900,
     )
     max_utterance_seconds: int = _env(
-        "MAX_UTTERANCE_SECONDS", "A turn longer than this is ended by force.", _int(2, 600),
+        "MAX_UTTERANCE_SECONDS",
+        "A turn longer than this is ended by force.",
+        _int(2, 600),
         default=30,
     )
     # --- providers -------------------------------------------------------------------

@@ -35,7 +35,10 @@ STOPWORDS = frozenset(
     know knew something thing things stuff like also well okay ok yeah yes um uh actually
     basically pretty much lot lots kind sort way really quite just get got getting make made
     want wanted going gonna need trying try tried use used using one two new good great
-    interesting cool fact found find say said says tell told mean means""".split()
+    interesting cool fact found find say said says tell told mean means improve improves
+    help helps helped make makes cause causes increase increases reduce reduces work works
+    show shows allow allows keep keeps give gives take takes become becomes seem seems
+    explain explains describe describes called named remember""".split()
 )
 
 _QUESTIONS = (
@@ -48,7 +51,7 @@ _QUESTIONS = (
 )
 
 
-def key_phrase(text: str, max_words: int = 4) -> str:
+def key_phrase(text: str, max_words: int = 3) -> str:
     """The most content-bearing run of words: the longest stretch without stopwords,
     ties broken by total word length, then by position."""
     words = _WORD.findall(text)

@@ -114,20 +114,25 @@ class WhisperStream:
             self._interim_task = asyncio.get_running_loop().create_task(self._interims())
 
     async def _interims(self) -> None:
+        """Re-transcribe the utterance so far on a fixed cadence (or back to back when
+        inference takes longer than the interval), skipping when little audio is new."""
+        loop = asyncio.get_running_loop()
         last_len = 0
+        await asyncio.sleep(self._interval)
         while True:
-            await asyncio.sleep(self._interval)
+            started = loop.time()
             size = len(self._buf)
-            if size - last_len < 0.3 * _BYTES_PER_SECOND:
-                continue
-            last_len = size
-            text = await self._executor.run(self._holder.transcribe, bytes(self._buf[:size]))
-            if text and not self._closed:
-                self._on_interim(text)
+            if size - last_len >= 0.3 * _BYTES_PER_SECOND:
+                last_len = size
+                text = await self._executor.run(self._holder.transcribe, bytes(self._buf))
+                if text and not self._closed:
+                    self._on_interim(text)
+            await asyncio.sleep(max(0.05, self._interval - (loop.time() - started)))
 
     def speculate(self) -> None:
         """The speaker paused: start the final transcript of what we have now."""
         if self._spec is None and self._buf:
+            self._stop_interims()  # the final is what matters now; keep the CPU for it
             snapshot = bytes(self._buf)
             task = asyncio.get_running_loop().create_task(
                 self._executor.run(self._holder.transcribe, snapshot)

@@ -29,6 +29,14 @@ async def root(request: web.Request) -> web.StreamResponse:
     return web.json_response({"status": "healthy", "service": SERVICE, "version": __version__})
 
 
+@routes.get("/health/ready")
+async def ready(request: web.Request) -> web.Response:
+    """Readiness for load balancers: 200 once the embedded models are loaded."""
+    if request.app[ENGINE].ready.is_set():
+        return web.json_response({"status": "ready"})
+    return web.json_response({"status": "loading"}, status=503, headers={"Retry-After": "1"})
+
+
 @routes.post("/api/conversation")
 async def conversation(request: web.Request) -> web.Response:
     body = await read_json_object(request)
