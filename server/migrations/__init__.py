@@ -1,0 +1,1 @@
+"""Versioned SQL migrations: sqlite/ (PRAGMA user_version) and postgres/ (schema_migrations)."""

@@ -1,0 +1,215 @@
+"""Search, stats, a session's history and its export: the captures HTTP API.
+
+Handlers only validate, call storage (`app[STORAGE]`) and serialise. A storage failure is
+a 503 JSON error (the database is down, not the request wrong); bad input is a 400.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Awaitable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from server.appkeys import STORAGE
+from server.http_errors import ApiError, read_json_object
+from server.storage.base import SearchQuery, StoredCapture
+from server.validation import valid_session_id
+
+log = logging.getLogger(__name__)
+routes = web.RouteTableDef()
+
+T = TypeVar("T")
+MAX_QUERY_CHARS = 20_000
+MAX_LIMIT = 100
+HISTORY_DEFAULT, HISTORY_MAX = 50, 1000
+EXPORT_MAX = 10_000
+STORAGE_TIMEOUT = 10.0
+
+
+def iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat()
+
+
+def _bad(code: str, message: str) -> ApiError:
+    return ApiError(400, code, message)
+
+
+def _int_field(value: object, name: str, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            value = int(value)
+        else:
+            raise _bad(f"invalid_{name}", f"`{name}` must be an integer from {lo} to {hi}")
+    if not lo <= value <= hi:
+        raise _bad(f"invalid_{name}", f"`{name}` must be an integer from {lo} to {hi}")
+    return value
+
+
+def _time_field(value: object, name: str) -> float | None:
+    """Epoch seconds (number) or an ISO-8601 string; None when absent."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if math.isfinite(value) and 0 <= value < 1e11:
+            return float(value)
+    elif isinstance(value, str) and len(value) <= 64:
+        try:
+            parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            pass
+        else:
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=UTC)
+            return parsed.timestamp()
+    raise _bad(f"invalid_{name}", f"`{name}` must be epoch seconds or an ISO-8601 time")
+
+
+def _session_id(request: web.Request) -> str:
+    session_id = request.match_info["session_id"]
+    if not valid_session_id(session_id):
+        raise _bad("invalid_session_id", "session id must match [A-Za-z0-9_-]{1,64}")
+    return session_id
+
+
+async def _storage_call(aw: Awaitable[T], what: str) -> T:
+    """Await a storage call with a timeout; failures become a 503, not a 500."""
+    try:
+        async with asyncio.timeout(STORAGE_TIMEOUT):
+            return await aw
+    except ApiError:
+        raise
+    except Exception as exc:
+        log.warning("storage call failed", extra={"call": what, "error": repr(exc)[:200]})
+        raise ApiError(
+            503, "storage_unavailable", f"{what} is unavailable, try again", **{"Retry-After": "5"}
+        ) from None
+
+
+def parse_search(body: dict[str, Any]) -> SearchQuery:
+    query = body.get("query")
+    if not isinstance(query, str) or not query.strip():
+        raise _bad("invalid_query", "`query` must be a non-empty string")
+    if len(query) > MAX_QUERY_CHARS:
+        raise _bad("query_too_long", f"`query` is limited to {MAX_QUERY_CHARS} characters")
+    limit = _int_field(body.get("limit", 10), "limit", 1, MAX_LIMIT)
+    session_id = body.get("session_id")
+    if session_id is not None and not valid_session_id(session_id):
+        raise _bad("invalid_session_id", "`session_id` must match [A-Za-z0-9_-]{1,64}")
+    since = _time_field(body.get("since"), "since")
+    until = _time_field(body.get("until"), "until")
+    if since is not None and until is not None and since > until:
+        raise _bad("invalid_range", "`since` must not be after `until`")
+    return SearchQuery(query.strip(), limit, session_id, since, until)
+
+
+@routes.post("/api/search")
+async def search(request: web.Request) -> web.Response:
+    query = parse_search(await read_json_object(request))
+    hits = await _storage_call(request.app[STORAGE].captures.search(query), "search")
+    results = [
+        {
+            "id": h.id,
+            "session_id": h.session_id,
+            "timestamp": iso(h.timestamp),
+            "user_text": h.user_text,
+            "agent_text": h.agent_text,
+            "snippet": h.snippet,
+            "score": round(h.score, 6),
+        }
+        for h in hits
+    ]
+    return web.json_response({"query": query.query, "results": results, "count": len(results)})
+
+
+@routes.get("/api/stats")
+async def stats(request: web.Request) -> web.Response:
+    storage = request.app[STORAGE]
+    totals = await _storage_call(storage.captures.stats(), "capture store")
+    active = await _storage_call(storage.sessions.count_active(), "session store")
+    return web.json_response(
+        {
+            "total_captures": totals.total_captures,
+            "total_sessions": totals.total_sessions,
+            "captures_last_24h": totals.captures_last_24h,
+            "last_capture_at": iso(totals.last_capture_at),
+            "active_sessions": active,
+        }
+    )
+
+
+def _capture_json(c: StoredCapture) -> dict[str, Any]:
+    return {
+        "id": c.id,
+        "timestamp": iso(c.timestamp),
+        "user_text": c.user_text,
+        "agent_text": c.agent_text,
+        "metadata": c.metadata,
+    }
+
+
+@routes.get("/api/sessions/{session_id}/history")
+async def history(request: web.Request) -> web.Response:
+    session_id = _session_id(request)
+    limit = _int_field(request.query.get("limit", HISTORY_DEFAULT), "limit", 1, HISTORY_MAX)
+    captures = await _storage_call(
+        request.app[STORAGE].captures.history(session_id, limit), "capture store"
+    )
+    return web.json_response(
+        {
+            "session_id": session_id,
+            "captures": [_capture_json(c) for c in captures],
+            "count": len(captures),
+        }
+    )
+
+
+@routes.get("/api/sessions/{session_id}/export")
+async def export(request: web.Request) -> web.Response:
+    session_id = _session_id(request)
+    fmt = request.query.get("format", "json")
+    if fmt not in ("json", "markdown"):
+        raise _bad("invalid_format", "`format` must be json or markdown")
+    captures = await _storage_call(
+        request.app[STORAGE].captures.history(session_id, EXPORT_MAX), "capture store"
+    )
+    if not captures:
+        raise ApiError(404, "session_not_found", "no captures for this session")
+    ext = "md" if fmt == "markdown" else "json"
+    disposition = f'attachment; filename="session-{session_id}.{ext}"'
+    if fmt == "markdown":
+        return web.Response(
+            text=render_markdown(session_id, captures),
+            content_type="text/markdown",
+            headers={"Content-Disposition": disposition},
+        )
+    body = {
+        "session_id": session_id,
+        "exported_at": iso(datetime.now(UTC).timestamp()),
+        "captures": [_capture_json(c) for c in captures],
+        "count": len(captures),
+    }
+    return web.json_response(body, headers={"Content-Disposition": disposition})
+
+
+def render_markdown(session_id: str, captures: list[StoredCapture]) -> str:
+    """A readable transcript; user text is quoted so it cannot forge headings."""
+    lines = [f"# Learning session {session_id}", ""]
+    for c in captures:
+        lines.append(f"## {iso(c.timestamp)}")
+        lines.append("")
+        lines.append("**You:**")
+        lines.extend(_quote(c.user_text))
+        lines.append("")
+        lines.append("**Companion:**")
+        lines.extend(_quote(c.agent_text))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _quote(text: str) -> list[str]:
+    return ["> " + line if line else ">" for line in (text.splitlines() or [""])]

@@ -1,0 +1,199 @@
+"""A bounded, append-only journal of captures on local disk (JSON lines in segments).
+
+Captures go here when the memory queue is full or the database is failing, and leave
+only after the database has accepted them. Segment files are replayed oldest first; a
+segment is deleted only once every capture in it is written, so a crash during replay
+writes some captures twice, which `capture_id` makes harmless (exactly once in the table).
+
+Each process journals into its own slot directory (`slot-N`, held with `flock`), so
+instances sharing a disk never replay each other's segments while both are alive; a
+restarted instance takes a free slot and replays what a dead one left behind.
+
+Threading: appends happen on the event loop thread (a buffered write is a memcpy; the
+OS write happens when the buffer fills); the fsync and the reading of sealed segments run
+in worker threads, so the loop never waits on the disk's flush.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import json
+import logging
+import os
+from pathlib import Path
+from typing import IO
+
+from pipelines.ports import Capture
+
+log = logging.getLogger(__name__)
+
+SEGMENT_BYTES = 4 * 1024 * 1024
+MAX_SLOTS = 64
+
+
+def encode(capture: Capture) -> bytes:
+    return json.dumps(dataclasses.asdict(capture), default=str, ensure_ascii=False).encode() + b"\n"
+
+
+def decode(line: bytes) -> Capture | None:
+    """A capture from one journal line, or None for a torn or foreign line."""
+    try:
+        raw = json.loads(line)
+        return Capture(
+            session_id=str(raw["session_id"]),
+            user_text=str(raw["user_text"]),
+            agent_text=str(raw["agent_text"]),
+            timestamp=float(raw["timestamp"]),
+            metadata=raw.get("metadata") if isinstance(raw.get("metadata"), dict) else {},
+            capture_id=str(raw["capture_id"]),
+        )
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def read_segment(path: Path) -> tuple[list[Capture], int]:
+    """Every readable capture in a sealed segment, and its line count (blocking)."""
+    out = []
+    lines = 0
+    with path.open("rb") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            lines += 1
+            capture = decode(line)
+            if capture is None:
+                log.warning("journal: skipping unreadable line", extra={"segment": path.name})
+                continue
+            out.append(capture)
+    return out, lines
+
+
+class Journal:
+    """Segments `NNNNNNNNNNNN.jsonl` in one slot directory, bounded by `max_bytes`."""
+
+    def __init__(self, root: str, max_bytes: int) -> None:
+        self.root = Path(root)
+        self.max_bytes = max_bytes
+        self.dir = self.root
+        self._lock_fh: IO[bytes] | None = None
+        self._tail: IO[bytes] | None = None
+        self._tail_path: Path | None = None
+        self._next_seq = 0
+        self._bytes = 0
+        self._sealing: list[IO[bytes]] = []
+        self._unsynced: set[str] = set()
+        self.entries = 0  # captures in the journal not yet written to the store
+
+    # --- lifecycle (blocking: call from a thread at start and stop) ---------------------
+    def open(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        for n in range(MAX_SLOTS):
+            slot = self.root / f"slot-{n}"
+            slot.mkdir(exist_ok=True)
+            fh = (slot / ".lock").open("ab")
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.close()
+                continue
+            self._lock_fh, self.dir = fh, slot
+            break
+        else:
+            raise RuntimeError(f"journal: all {MAX_SLOTS} slots in {self.root} are in use")
+        for seg in self.segments():
+            self._next_seq = max(self._next_seq, int(seg.stem) + 1)
+            self._bytes += seg.stat().st_size
+            with seg.open("rb") as fh:
+                self.entries += sum(1 for line in fh if line.strip())
+
+    def close(self) -> None:
+        """Blocking: fsync and close every open segment, then release the slot."""
+        self.seal()
+        tail_fd, sealed = self.take_sync_work()
+        self.fsync(tail_fd, sealed)
+        self.synced(sealed)
+        for fh in sealed:
+            path = Path(fh.name)
+            if path.exists() and path.stat().st_size == 0:
+                path.unlink()
+        if self._lock_fh is not None:
+            self._lock_fh.close()
+            self._lock_fh = None
+
+    # --- loop-thread operations --------------------------------------------------------
+    def segments(self) -> list[Path]:
+        return sorted(self.dir.glob("*.jsonl"))
+
+    def append(self, captures: list[Capture]) -> int:
+        """Buffer captures at the tail; returns how many fit under `max_bytes`."""
+        written = 0
+        for capture in captures:
+            line = encode(capture)
+            if self._bytes + len(line) > self.max_bytes:
+                break
+            tail = self._open_tail()
+            tail.write(line)
+            self._bytes += len(line)
+            written += 1
+            if tail.tell() >= SEGMENT_BYTES:
+                self.seal()
+        if self._tail is not None:
+            self._tail.flush()
+        self.entries += written
+        return written
+
+    def take_sync_work(self) -> tuple[int | None, list[IO[bytes]]]:
+        """What the next fsync must cover: the tail's fd and sealed files to close."""
+        sealed, self._sealing = self._sealing, []
+        return (None if self._tail is None else self._tail.fileno()), sealed
+
+    @staticmethod
+    def fsync(tail_fd: int | None, sealed: list[IO[bytes]]) -> None:
+        """Blocking: flush to the device. Run it in a thread."""
+        for fh in sealed:
+            os.fsync(fh.fileno())
+            fh.close()
+        if tail_fd is not None:
+            try:
+                os.fsync(tail_fd)
+            except OSError:  # closed by a seal meanwhile: its own fsync covers it
+                pass
+
+    def synced(self, sealed: list[IO[bytes]]) -> None:
+        for fh in sealed:
+            self._unsynced.discard(fh.name)
+
+    def seal(self) -> None:
+        """Stop appending to the tail; it becomes replayable once fsynced and closed."""
+        if self._tail is None:
+            return
+        self._tail.flush()
+        self._sealing.append(self._tail)
+        self._unsynced.add(self._tail.name)
+        self._tail = None
+        self._tail_path = None
+
+    def oldest_sealed(self) -> Path | None:
+        """The oldest segment that is sealed and on disk (never the open tail)."""
+        for seg in self.segments():
+            if seg == self._tail_path or str(seg) in self._unsynced:
+                continue
+            return seg
+        return None
+
+    def remove(self, segment: Path, count: int) -> None:
+        """Forget a fully written segment."""
+        size = segment.stat().st_size
+        segment.unlink()
+        self._bytes -= size
+        self.entries = max(0, self.entries - count)
+        if self._tail is None and not self._sealing and not self.segments():
+            self.entries = 0
+
+    def _open_tail(self) -> IO[bytes]:
+        if self._tail is None:
+            self._tail_path = self.dir / f"{self._next_seq:012d}.jsonl"
+            self._next_seq += 1
+            self._tail = self._tail_path.open("ab")
+        return self._tail

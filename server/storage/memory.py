@@ -1,0 +1,123 @@
+"""In-process session store: the embedded default when `REDIS_URL` is unset.
+
+Sessions live in an `OrderedDict` kept in least-recently-active order, so expiry is a
+walk from the front that stops at the first live session: a sweep costs only what it
+evicts. The dict is bounded (`max_sessions`); past the bound the least recently active
+session is forgotten first, so a flood of new session ids cannot grow memory without limit.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pipelines.ports import Exchange
+
+
+@dataclass(slots=True)
+class _Session:
+    created_at: float
+    last_activity: float
+    exchanges: deque[Exchange]
+    exchange_count: int = 0
+
+
+class MemorySessionStore:
+    """SessionStore + SessionAdmin held in this process (lost on restart, not shared)."""
+
+    name = "memory"
+
+    def __init__(
+        self,
+        ttl_seconds: int,
+        max_exchanges: int,
+        clock: Callable[[], float] = time.monotonic,
+        max_sessions: int = 100_000,
+    ) -> None:
+        if ttl_seconds <= 0 or max_exchanges <= 0 or max_sessions <= 0:
+            raise ValueError("ttl_seconds, max_exchanges and max_sessions must be positive")
+        self._ttl = float(ttl_seconds)
+        self._max_exchanges = max_exchanges
+        self._max_sessions = max_sessions
+        self._clock = clock
+        self._sessions: OrderedDict[str, _Session] = OrderedDict()
+
+    # --- SessionStore ----------------------------------------------------------------
+    async def get_context(self, session_id: str) -> list[Exchange]:
+        session = self._live(session_id)
+        return list(session.exchanges) if session else []
+
+    async def append_exchange(self, session_id: str, exchange: Exchange) -> None:
+        now = self._clock()
+        self._sweep(now)
+        session = self._live(session_id, now)
+        if session is None:
+            session = _Session(now, now, deque(maxlen=self._max_exchanges))
+            self._sessions[session_id] = session
+            self._enforce_bound()
+        session.exchanges.append(exchange)
+        session.exchange_count += 1
+        self._refresh(session_id, session, now)
+
+    async def touch(self, session_id: str) -> None:
+        now = self._clock()
+        self._sweep(now)
+        session = self._live(session_id, now)
+        if session is None:
+            # A live connection that has not spoken yet still counts as an active session.
+            session = _Session(now, now, deque(maxlen=self._max_exchanges))
+            self._sessions[session_id] = session
+            self._enforce_bound()
+        self._refresh(session_id, session, now)
+
+    # --- SessionAdmin ----------------------------------------------------------------
+    async def count_active(self) -> int:
+        self._sweep(self._clock())
+        return len(self._sessions)
+
+    async def ping(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        self._sessions.clear()
+
+    # --- extras used by the history route and tests ------------------------------------
+    async def info(self, session_id: str) -> dict[str, float] | None:
+        """Created/last-activity (monotonic clock) and exchange count, or None if unknown."""
+        session = self._live(session_id)
+        if session is None:
+            return None
+        return {
+            "created_at": session.created_at,
+            "last_activity": session.last_activity,
+            "exchange_count": float(session.exchange_count),
+        }
+
+    # --- internals -------------------------------------------------------------------
+    def _live(self, session_id: str, now: float | None = None) -> _Session | None:
+        session = self._sessions.get(session_id)
+        if session is None:
+            return None
+        now = self._clock() if now is None else now
+        if now - session.last_activity >= self._ttl:
+            del self._sessions[session_id]
+            return None
+        return session
+
+    def _refresh(self, session_id: str, session: _Session, now: float) -> None:
+        session.last_activity = now
+        self._sessions.move_to_end(session_id)
+
+    def _sweep(self, now: float) -> None:
+        """Evict expired sessions from the least recently active end; stops at a live one."""
+        while self._sessions:
+            oldest_id, oldest = next(iter(self._sessions.items()))
+            if now - oldest.last_activity < self._ttl:
+                return
+            del self._sessions[oldest_id]
+
+    def _enforce_bound(self) -> None:
+        while len(self._sessions) > self._max_sessions:
+            self._sessions.popitem(last=False)
