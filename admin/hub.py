@@ -220,16 +220,28 @@ class AdminHub:
 
     # --- recording (called by the middleware) ----------------------------------------
     def record_request(
-        self, route: str, method: str, status: int, seconds: float, code: str
+        self,
+        route: str,
+        method: str,
+        status: int,
+        seconds: float,
+        code: str,
+        deliberate: bool = False,
     ) -> None:
+        """`deliberate`: a 503 the server chose to send with `Retry-After` (maintenance,
+        models still loading, full): reported to clients, counted per status, but not an
+        error of the server and not in the error rate or the recent errors."""
         # A WebSocket's "request" lasts the whole conversation: counted, not timed.
         timed = None if status == 101 else seconds
         monitoring = route.startswith(MONITORING_ROUTES)
-        self.http.record(route, method, status, timed, overall=not monitoring)
+        server_error = status >= 500 and not deliberate
+        self.http.record(
+            route, method, status, timed, overall=not monitoring, server_error=server_error
+        )
         self.prom.http_requests.labels(route, method, str(status)).inc()
         if timed is not None:
             self.prom.http_duration.labels(route, method).observe(timed)
-        if status >= 500 and code != "maintenance":
+        if server_error:
             self.errors.add(
                 ErrorRecord(
                     time=time.time(),

@@ -73,6 +73,7 @@ def make_middleware(
         method = request.method if request.method in _METHODS else "OTHER"
         status = 500
         code = ""
+        deliberate = False
         response: web.StreamResponse | None = None
         try:
             maintenance = hub.maintenance
@@ -88,8 +89,10 @@ def make_middleware(
                 response = await handler(request)
             status = response.status
             code = code or (error_code_of(response) if status >= 400 else "")
+            deliberate = _deliberate(response)
         except web.HTTPException as exc:
             status = exc.status
+            deliberate = _deliberate(exc)
             code = error_code_of(exc) or exc.reason.lower().replace(" ", "_")
             raise
         except asyncio.CancelledError:
@@ -107,12 +110,17 @@ def make_middleware(
             )
         finally:
             elapsed = time.perf_counter() - started
-            hub.record_request(route, method, status, elapsed, code)
+            hub.record_request(route, method, status, elapsed, code, deliberate)
             _access(request, route, status, elapsed)
             request_id_var.reset(token)
         return response
 
     return admin_middleware
+
+
+def _deliberate(response: web.StreamResponse) -> bool:
+    """A 503 with Retry-After is the server saying "not now" on purpose, not failing."""
+    return response.status == 503 and "Retry-After" in response.headers
 
 
 def _access(request: web.Request, route: str, status: int, elapsed: float) -> None:

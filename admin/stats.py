@@ -163,10 +163,19 @@ class HttpStats:
         self.overall = RouteStats()
 
     def record(
-        self, route: str, method: str, status: int, seconds: float | None, overall: bool = True
+        self,
+        route: str,
+        method: str,
+        status: int,
+        seconds: float | None,
+        overall: bool = True,
+        server_error: bool | None = None,
     ) -> None:
         """`overall=False` keeps a request out of the overview (the monitoring surface's
-        own polling would otherwise drown the application's traffic)."""
+        own polling would otherwise drown the application's traffic). `server_error`
+        defaults to status >= 500."""
+        if server_error is None:
+            server_error = status >= 500
         key = (route, method)
         stats = self.routes.get(key)
         if stats is None:
@@ -175,7 +184,7 @@ class HttpStats:
             stats = self.routes.setdefault(key, RouteStats())
         for s in (stats, self.overall) if overall else (stats,):
             s.requests += 1
-            if status >= 500:
+            if server_error:
                 s.errors += 1
             elif status >= 400:
                 s.client_errors += 1

@@ -11,7 +11,7 @@ export const PALETTE = ["#58a6ff", "#f0883e", "#a371f7", "#3fb950", "#f85149", "
 function niceMax(v) {
   if (!(v > 0)) return 1;
   const p = Math.pow(10, Math.floor(Math.log10(v)));
-  for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
+  for (const m of [1, 2, 4, 6, 8, 10]) if (m * p >= v) return m * p;
   return 10 * p;
 }
 
@@ -39,6 +39,20 @@ export class LineChart {
     if (s.points.length > this.maxPoints) s.points.splice(0, s.points.length - this.maxPoints);
   }
 
+  _legendLayout(g, all, width) {
+    const items = [];
+    let x = 8, row = 0;
+    for (const s of all) {
+      const last = [...s.points].reverse().find((p) => p[1] !== null);
+      const label = `${s.name} ${last ? fmt(last[1]) + this.unit : "–"}`;
+      const w = g.measureText(label).width + 26;
+      if (x + w > width && x > 8) { x = 8; row++; }
+      items.push({ label, color: s.color, x, y: 11 + row * 14 });
+      x += w;
+    }
+    return { items, rows: all.length ? row + 1 : 0 };
+  }
+
   draw() {
     const c = this.canvas;
     const dpr = window.devicePixelRatio || 1;
@@ -53,7 +67,10 @@ export class LineChart {
     const all = [...this.series.values()];
     const pts = all.flatMap((s) => s.points);
     const values = pts.map((p) => p[1]).filter((v) => v !== null);
-    const left = 44, right = 8, top = 18, bottom = 18;
+    g.font = "11px system-ui, sans-serif";
+    const legend = this._legendLayout(g, all, w);
+    const left = 44, right = 8, bottom = 18;
+    const top = 12 + legend.rows * 14;
     const pw = w - left - right, ph = h - top - bottom;
     const ymax = niceMax(Math.max(0, ...values));
     g.font = "11px system-ui, sans-serif";
@@ -89,17 +106,13 @@ export class LineChart {
       g.textAlign = "left";
       g.fillText(Math.round((t1 - t0) / 1000) + " s", left, h - 4);
     }
-    // Legend, top-left, with the latest value of each series.
-    let lx = left;
+    // Legend, top-left, with the latest value of each series (wrapped to fit).
     g.textAlign = "left";
-    for (const s of all) {
-      const last = [...s.points].reverse().find((p) => p[1] !== null);
-      const label = `${s.name} ${last ? fmt(last[1]) + this.unit : "–"}`;
-      g.fillStyle = s.color;
-      g.fillRect(lx, 5, 10, 3);
+    for (const item of legend.items) {
+      g.fillStyle = item.color;
+      g.fillRect(item.x, item.y - 5, 10, 3);
       g.fillStyle = TEXT;
-      g.fillText(label, lx + 14, 11);
-      lx += g.measureText(label).width + 28;
+      g.fillText(item.label, item.x + 14, item.y);
     }
     // For tests and for curious operators: how much data this chart is showing.
     c.dataset.points = String(drawn);

@@ -12,7 +12,9 @@ const charts = {
   lat: new LineChart($("c-lat"), { unit: "" }),
   voice: new LineChart($("c-voice"), { unit: "" }),
   sessions: new LineChart($("c-sessions"), { unit: "" }),
-  sys: new LineChart($("c-sys"), { unit: "" }),
+  cpu: new LineChart($("c-cpu"), { unit: "%" }),
+  mem: new LineChart($("c-mem"), { unit: "" }),
+  lag: new LineChart($("c-lag"), { unit: "" }),
 };
 let previous = null; // {t, requests, errors} of the last poll, for rates
 let polls = 0;
@@ -76,7 +78,6 @@ function renderOverview(m, endpoints, t) {
   charts.lat.push("p99", t, lat.p99);
   const stages = Object.entries(m.voice.stages_ms).sort((a, b) => (a[1].p50 ?? 0) - (b[1].p50 ?? 0));
   for (const [name, s] of stages) charts.voice.push(name, t, s.recent.count ? s.recent.p50 : s.p50);
-  if (!stages.length) charts.voice.push("turn", t, m.voice.recent_turn_latency_ms.p50);
   charts.sessions.push("voice sessions", t, m.sessions.active);
   charts.sessions.push("websockets", t, m.websockets.active);
   $("s-rps").textContent = rps === null ? "–" : rps.toFixed(1);
@@ -93,8 +94,10 @@ function renderOverview(m, endpoints, t) {
 }
 
 function renderSystem(s, t) {
-  charts.sys.push("CPU %", t, s.cpu_percent, "#f0883e");
-  charts.sys.push("RSS MB", t, s.memory.rss_mb, "#58a6ff");
+  charts.cpu.push("CPU", t, s.cpu_percent, "#f0883e");
+  charts.mem.push("RSS MB", t, s.memory.rss_mb, "#58a6ff");
+  charts.lag.push("current", t, s.event_loop_lag.current_ms, "#a371f7");
+  charts.lag.push("max 1 min", t, s.event_loop_lag.max_ms, "#f85149");
   $("s-cpu").textContent = `${s.cpu_percent.toFixed(0)} %`;
   $("s-rss").textContent = `${s.memory.rss_mb.toFixed(0)} MB`;
   $("s-lag").textContent = s.event_loop_lag.current_ms === null ? "–" : `${s.event_loop_lag.current_ms.toFixed(1)} ms`;

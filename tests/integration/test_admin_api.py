@@ -36,6 +36,9 @@ def build_app(hub: AdminHub) -> web.Application:
     async def bad(request: web.Request) -> web.Response:
         return web.json_response({"error": {"code": "bad_thing", "message": "no"}}, status=400)
 
+    async def busy(request: web.Request) -> web.Response:
+        return web.json_response({"status": "loading"}, status=503, headers={"Retry-After": "1"})
+
     async def root(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
@@ -45,6 +48,7 @@ def build_app(hub: AdminHub) -> web.Application:
     app.router.add_get("/api/items/{item_id}", item)
     app.router.add_get("/api/boom", boom)
     app.router.add_get("/api/bad", bad)
+    app.router.add_get("/api/busy", busy)
     return app
 
 
@@ -278,3 +282,20 @@ async def test_request_id_header_on_every_response(client: TestClient) -> None:
         assert len(r.headers["X-Request-ID"]) >= 8, path
     r = await client.get("/", headers={"X-Request-ID": "bad id with spaces"})
     assert r.headers["X-Request-ID"] != "bad id with spaces"
+
+
+async def test_deliberate_503_is_not_a_server_error(client: TestClient, hub: AdminHub) -> None:
+    """A 503 with Retry-After (models loading, maintenance) is the server saying "not now"."""
+    assert (await client.get("/api/busy")).status == 503
+    await hub.maintenance.set(True, "upgrading")
+    r = await client.get("/api/items/1")
+    assert r.status == 503 and r.headers["Retry-After"] == "300"
+    await hub.maintenance.set(False)
+    r = await client.get("/admin/api/metrics", headers=auth())
+    req = (await r.json())["requests"]
+    assert req["total"] == 2 and req["errors"] == 0 and req["error_rate"] == 0
+    r = await client.get("/admin/api/metrics/errors", headers=auth())
+    assert (await r.json())["errors"] == []
+    r = await client.get("/metrics")
+    text = await r.text()
+    assert 'lva_http_requests_total{method="GET",route="/api/busy",status="503"} 1.0' in text
