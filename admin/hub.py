@@ -2,22 +2,21 @@
 
 How the app factory uses it (`server` -> `admin`, never the other way)::
 
-    hub = AdminHub(
-        admin_api_key=settings.admin_api_key,   # "" -> /admin/api answers 503 (closed)
-        metrics_token=settings.metrics_token,   # "" -> /metrics is open
-        redis_url=settings.redis_url,           # shares maintenance mode across instances
-        maintenance_key="lva:maintenance",      # the Redis key (tests use their own prefix)
-    )
+    hub = AdminHub.from_settings(settings)   # or AdminHub(admin_api_key=..., metrics_token=...,
+                                             #              redis_url=..., maintenance_key=...)
     app = web.Application(middlewares=[hub.middleware, ...])   # first: sees everything
     app[ADMIN] = hub
     hub.install(app)   # routes (/admin/, /admin/api/..., /metrics), X-Request-ID, lifecycle
-    hub.add_health_check("database", store.ping)               # async () -> bool | dict
-    hub.add_health_check("providers", chains_state, critical=False)
-    hub.add_gauge_source("capture_queue_depth", writer.queue_depth)     # () -> number
-    hub.add_gauge_source("capture_journal_backlog", writer.journal_backlog)
+    hub.add_health_check("database", store.ping)     # async () -> bool | dict, 2 s timeout
+    hub.add_health_check("capture_writer", admin.checks.capture_writer_check(writer),
+                         critical=False)             # non-critical: degraded, not unhealthy
+    hub.add_health_check("providers", admin.checks.providers_check(providers, ready),
+                         critical=False)
+    hub.add_gauge_source("capture_queue_depth", lambda: writer.depth)   # () -> number
+    hub.add_gauge_source("capture_journal_backlog", lambda: writer.journal_backlog)
 
-    # per voice session / WebSocket:
-    hub.ws_opened(); ...; hub.ws_closed()
+    # per voice session (WebSocket connections are counted by the middleware itself,
+    # which also puts the route's {session_id} into every log line of the session):
     if hub.maintenance.enabled: close the new socket with 4503 (message: hub.maintenance.message)
     hub.session_opened(); Session(..., observer=hub.observer); ...; hub.session_closed()
 
@@ -210,6 +209,7 @@ class AdminHub:
         self.prom.voice_sessions.dec()
 
     def ws_opened(self) -> None:
+        """Called by the middleware for every WebSocket upgrade request."""
         self.active_websockets += 1
         self.websockets_total += 1
         self.prom.ws_sessions.inc()

@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from admin.context import new_request_id, request_id_var
+from admin.context import new_request_id, request_id_var, session_id_var
 from admin.errors import json_error
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ log = logging.getLogger("admin.http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 UNMATCHED = "<unmatched>"
+_SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 #: The request's correlation id (also in `request_id_var` while the handler runs).
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -68,6 +70,15 @@ def make_middleware(
         request_id = new_request_id(request.headers.get("X-Request-ID"))
         request[REQUEST_ID] = request_id
         token = request_id_var.set(request_id)
+        # Routes with a {session_id} (the WebSocket, session history) log under it; the
+        # tasks a WebSocket session starts copy this context, so their lines carry it too.
+        session_id = request.match_info.get("session_id")
+        session_token = (
+            session_id_var.set(session_id) if session_id and _SESSION_ID.match(session_id) else None
+        )
+        websocket = request.headers.get("Upgrade", "").lower() == "websocket"
+        if websocket:
+            hub.ws_opened()
         started = time.perf_counter()
         route = route_template(request)
         method = request.method if request.method in _METHODS else "OTHER"
@@ -112,6 +123,10 @@ def make_middleware(
             elapsed = time.perf_counter() - started
             hub.record_request(route, method, status, elapsed, code, deliberate)
             _access(request, route, status, elapsed)
+            if websocket:
+                hub.ws_closed()
+            if session_token is not None:
+                session_id_var.reset(session_token)
             request_id_var.reset(token)
         return response
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -70,3 +71,43 @@ async def test_access_and_error_lines_share_the_request_id(log_stream: io.String
     error = next(x for x in lines if x["level"] == "error")
     assert error["request_id"] == rid2
     assert "KeyError: 'missing-thing'" in error["exc"]
+
+
+async def test_websocket_counted_and_logged_under_its_session_id(log_stream: io.StringIO) -> None:
+    hub = AdminHub(admin_api_key="access-log-key", maintenance_backend=MemoryBackend())
+    seen: list[int] = []
+
+    async def ws_handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        seen.append(hub.active_websockets)
+
+        async def background() -> None:  # a session's task: copies the context
+            logging.getLogger("session").info("turn finished")
+
+        await asyncio.create_task(background())
+        await ws.close()
+        return ws
+
+    app = web.Application(middlewares=[hub.middleware])
+    hub.install(app)
+    app.router.add_get("/ws/{session_id}", ws_handler)
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    try:
+        async with client.ws_connect("/ws/conv-123") as ws:
+            await ws.receive()
+        for _ in range(50):
+            if hub.active_websockets == 0:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await client.close()
+    assert seen == [1]
+    assert hub.active_websockets == 0 and hub.websockets_total == 1
+    lines = [json.loads(x) for x in log_stream.getvalue().splitlines()]
+    turn = next(x for x in lines if x["logger"] == "session")
+    assert turn["session_id"] == "conv-123"
+    access = next(x for x in lines if x["logger"] == "access")
+    assert access["route"] == "/ws/{session_id}" and access["status"] == 101
+    assert access["session_id"] == "conv-123"
