@@ -145,6 +145,27 @@ class Settings:
         _int(1, 1000000),
         default=512,
     )
+    redis_key_prefix: str = _env(
+        "REDIS_KEY_PREFIX",
+        "Prefix before `session:` in Redis keys (empty = keys are literally `session:*`).",
+        default="",
+    )
+    embedder: str = _env(
+        "EMBEDDER",
+        "Search by meaning: `static` (bundled MiniLM distillation, offline) or `none` "
+        "(keyword only).",
+        _choice("static", "none"),
+        default="static",
+    )
+    search_cache_seconds: float = _env(
+        "SEARCH_CACHE_SECONDS",
+        "How long a search result may be reused (local writes invalidate it at once); 0 = off.",
+        _float(0, 3600),
+        default=5.0,
+    )
+    database_pool_max: int = _env(
+        "DATABASE_POOL_MAX", "Postgres connections per process.", _int(1, 100), default=10
+    )
     # --- voice -----------------------------------------------------------------------
     stt_providers: tuple[str, ...] = _env(
         "STT_PROVIDERS", "Speech-to-text chain, first usable wins.", _chain, default=("local",)

@@ -7,12 +7,15 @@ plus the disk journal) sits in front of either capture store.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
 
 from server.settings import Settings
 from server.storage.base import CaptureStore
+from server.storage.embedder import default_embedder
+from server.storage.hybrid import HybridStore
 from server.storage.memory import MemorySessionStore
 from server.storage.sqlite import SQLiteCaptureStore
 from server.storage.writer import CaptureWriter, default_journal_dir
@@ -30,9 +33,12 @@ class Storage:
 
 
 async def open_storage(settings: Settings) -> Storage:
-    sessions = MemorySessionStore(settings.session_ttl_seconds, settings.context_max_exchanges)
-    captures: CaptureStore = SQLiteCaptureStore(settings.database_path)
-    await captures.start()
+    sessions = await _open_sessions(settings)
+    try:
+        captures = await _open_captures(settings)
+    except BaseException:
+        await sessions.close()
+        raise
     journal_dir = settings.capture_journal_dir or default_journal_dir(settings.database_path)
     writer = CaptureWriter(
         captures,
@@ -42,12 +48,48 @@ async def open_storage(settings: Settings) -> Storage:
         journal_dir=journal_dir,
         journal_max_bytes=settings.capture_journal_max_mb * 1024 * 1024,
     )
-    await writer.start()
+    try:
+        await writer.start()
+    except BaseException:
+        await captures.close()
+        await sessions.close()
+        raise
     log.info(
         "storage ready",
         extra={"sessions": sessions.name, "captures": captures.name, "journal": journal_dir},
     )
     return Storage(sessions=sessions, captures=captures, writer=writer)
+
+
+async def _open_sessions(settings: Settings) -> Any:
+    if not settings.redis_url:
+        return MemorySessionStore(settings.session_ttl_seconds, settings.context_max_exchanges)
+    from server.storage.redis_sessions import RedisSessionStore
+
+    store = RedisSessionStore(
+        settings.redis_url,
+        ttl_seconds=settings.session_ttl_seconds,
+        max_exchanges=settings.context_max_exchanges,
+        key_prefix=settings.redis_key_prefix,
+    )
+    await store.start()
+    return store
+
+
+async def _open_captures(settings: Settings) -> HybridStore:
+    backend: Any
+    if settings.database_url:
+        from server.storage.postgres import PostgresCaptureStore
+
+        backend = PostgresCaptureStore(settings.database_url, pool_max=settings.database_pool_max)
+    else:
+        backend = SQLiteCaptureStore(settings.database_path)
+    embedder = None
+    if settings.embedder == "static":
+        embedder = await asyncio.to_thread(default_embedder)
+    captures = HybridStore(backend, embedder, cache_ttl=settings.search_cache_seconds)
+    await captures.start()
+    return captures
 
 
 async def close_storage(storage: Storage) -> None:

@@ -34,6 +34,7 @@ from server.storage.text import (
     highlight,
     search_terms,
 )
+from server.storage.vectors import VectorIndex
 
 T = TypeVar("T")
 SNIPPET_TOKENS = 16
@@ -71,6 +72,7 @@ class SQLiteCaptureStore:
         self.path = path
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._conn: sqlite3.Connection | None = None
+        self._vectors: dict[str, VectorIndex] = {}
 
     # --- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -186,6 +188,7 @@ class SQLiteCaptureStore:
         return await self._run(run)
 
     async def search(self, query: SearchQuery) -> list[SearchHit]:
+        """Keyword only; HybridSearch (hybrid.py) adds meaning on top."""
         return await self.keyword_search(query, query.limit)
 
     async def get_many(self, ids: Sequence[int]) -> dict[int, StoredCapture]:
@@ -229,16 +232,23 @@ class SQLiteCaptureStore:
         if rows:
             await self._run(write)
 
-    async def load_vectors(
-        self, model: str, after_id: int, limit: int
-    ) -> list[tuple[int, str, float, bytes]]:
-        """(id, session_id, timestamp, vector bytes) with id > after_id, in id order."""
-        sql = (
-            "SELECT v.id, c.session_id, c.timestamp, v.vector FROM capture_vectors v "
-            "JOIN captures c ON c.id = v.id WHERE v.model = ? AND v.id > ? "
-            "ORDER BY v.id LIMIT ?"
+    async def vector_search(
+        self, vector: np.ndarray, query: SearchQuery, k: int, model: str
+    ) -> list[tuple[int, float]]:
+        """Exact cosine over the in-memory index, first loading vectors saved since."""
+        index = self._vectors.get(model)
+        if index is None:
+            index = self._vectors[model] = VectorIndex(int(vector.shape[0]))
+        while True:
+            rows = await self._run(_load_vectors, model, index.cursor, 5000)
+            if not rows:
+                break
+            index.upsert([(r[0], r[1], r[2], np.frombuffer(r[3], dtype=np.float32)) for r in rows])
+            index.cursor = rows[-1][0]
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            None, index.search, vector, k, query.session_id, query.since, query.until
         )
-        return await self._run(lambda db: db.execute(sql, (model, after_id, limit)).fetchall())
 
     # --- plumbing --------------------------------------------------------------------
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -249,6 +259,20 @@ class SQLiteCaptureStore:
         if self._conn is None:
             raise RuntimeError("SQLite store is not started")
         return fn(self._conn, *args)
+
+
+def _load_vectors(
+    db: sqlite3.Connection, model: str, after_id: int, limit: int
+) -> list[tuple[int, str, float, bytes]]:
+    """(id, session_id, timestamp, vector bytes) with id > after_id, in id order.
+
+    One indexer writes vectors in id order, so a cursor on the id never skips a row."""
+    return db.execute(
+        "SELECT v.id, c.session_id, c.timestamp, v.vector FROM capture_vectors v "
+        "JOIN captures c ON c.id = v.id WHERE v.model = ? AND v.id > ? "
+        "ORDER BY v.id LIMIT ?",
+        (model, after_id, limit),
+    ).fetchall()
 
 
 def _filters(query: SearchQuery) -> tuple[str, list[Any]]:

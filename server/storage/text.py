@@ -22,15 +22,27 @@ _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
+# Function words match nearly every capture; OR-ing them in would let "how do I ..." rank
+# noise above the capture that shares the query's one real word.
+STOPWORDS = frozenset(
+    "a an and are as at be been but by can could did do does doing for from had has have "
+    "how i i'm if in into is it its me my of on or our so than that the their them then "
+    "there these they this those to was we were what when where which who why will with "
+    "would you your about thing things".split()
+)
+
+
 def search_terms(query: str) -> list[str]:
-    """Distinct lower-case words of the query, in order, bounded in count and length."""
+    """Distinct lower-case words of the query, in order, bounded in count and length;
+    function words are dropped unless the query has nothing else."""
     seen: dict[str, None] = {}
     for match in _WORD.finditer(query[: MAX_TERMS * (MAX_TERM_CHARS + 1) * 4]):
         term = match.group(0).lower()[:MAX_TERM_CHARS]
         seen.setdefault(term, None)
         if len(seen) >= MAX_TERMS:
             break
-    return list(seen)
+    content = [t for t in seen if t not in STOPWORDS]
+    return content or list(seen)
 
 
 def fts5_match(terms: list[str]) -> str:

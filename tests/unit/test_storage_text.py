@@ -46,8 +46,13 @@ def test_terms_are_bounded_and_deduplicated() -> None:
 
 
 def test_tsquery_has_no_operators() -> None:
-    q = tsquery_or(search_terms("a & b | !c <-> (d) e:*"))
-    assert q == "a | b | c | d | e"
+    q = tsquery_or(search_terms("x & b | !c <-> (d) e:*"))
+    assert q == "x | b | c | d | e"
+
+
+def test_function_words_are_dropped_unless_alone() -> None:
+    assert search_terms("how does the forgetting curve work") == ["forgetting", "curve", "work"]
+    assert search_terms("the who") == ["the", "who"]
 
 
 def test_highlight_escapes_html_but_keeps_marks() -> None:
