@@ -118,6 +118,8 @@ class AdminHub:
             "admin_api_key": getattr(settings, "admin_api_key", ""),
             "metrics_token": getattr(settings, "metrics_token", ""),
             "redis_url": getattr(settings, "redis_url", ""),
+            # Same prefix as the session keys, so test runs and tenants never share a switch.
+            "maintenance_key": f"{getattr(settings, 'redis_key_prefix', '')}lva:maintenance",
         }
         kwargs.update(overrides)
         return cls(**kwargs)

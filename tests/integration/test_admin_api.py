@@ -299,3 +299,22 @@ async def test_deliberate_503_is_not_a_server_error(client: TestClient, hub: Adm
     r = await client.get("/metrics")
     text = await r.text()
     assert 'lva_http_requests_total{method="GET",route="/api/busy",status="503"} 1.0' in text
+
+
+def test_from_settings_reads_the_server_settings() -> None:
+    from server.settings import Settings
+
+    settings = Settings.from_env(
+        {
+            "ADMIN_API_KEY": "from-env-admin-key",
+            "METRICS_TOKEN": "from-env-token",
+            "REDIS_URL": "redis://127.0.0.1:6379/0",
+        }
+    )
+    hub = AdminHub.from_settings(settings)
+    assert hub.admin_api_key == "from-env-admin-key"
+    assert hub.metrics_token == "from-env-token"
+    assert hub.maintenance.backend.name == "redis"
+    prefix = getattr(settings, "redis_key_prefix", "")
+    assert hub.maintenance.backend.key == f"{prefix}lva:maintenance"  # type: ignore[attr-defined]
+    assert AdminHub.from_settings(Settings.from_env({})).maintenance.backend.name == "memory"
