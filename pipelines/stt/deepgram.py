@@ -110,6 +110,19 @@ class _Pending:
     answer: asyncio.Future[str] | None
 
 
+def _classify(name: str, exc: BaseException) -> ProviderError:
+    """Like `classify_exception`, and a refused handshake's retry-after: the SDK's ApiError
+    carries the request's headers, the handshake response hides in its `__context__`."""
+    err = rz.classify_exception(name, exc)
+    if err.kind == rz.RATE_LIMITED and getattr(err, "retry_after", None) is None:
+        ctx = exc.__context__
+        headers = getattr(ctx, "headers", None) or getattr(
+            getattr(ctx, "response", None), "headers", None
+        )
+        err.retry_after = rz.retry_after_of(headers)  # type: ignore[attr-defined]
+    return err
+
+
 class DeepgramStream:
     def __init__(self, owner: DeepgramSTT, on_interim: Callable[[str], None]) -> None:
         self._owner = owner
@@ -236,7 +249,7 @@ class DeepgramStream:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                err = rz.classify_exception(name, exc)
+                err = _classify(name, exc)
             finally:
                 self._connected = False
             if not ready.done():

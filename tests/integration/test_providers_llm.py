@@ -15,22 +15,22 @@ from pipelines.llm.anthropic import AnthropicLLM
 from pipelines.llm.openai import OpenAILLM
 from pipelines.ports import Exchange
 from pipelines.prompts import APOLOGY, SYSTEM_PROMPT
+from tests.fakes import fixtures as fx
 from tests.fakes.anthropic import FakeAnthropic, default_reply
-from tests.fakes.fixtures import (  # noqa: F401
-    RecordingObserver,
-    collect,
-    fake_anthropic,
-    fake_openai,
-    observer,
-)
+from tests.fakes.fixtures import RecordingObserver, collect
 from tests.fakes.openai import FakeOpenAI
 from tests.fakes.openai import default_reply as openai_reply
 
-POLICY = ChainPolicy(first_byte_timeout=0.5, idle_timeout=1.0, retries=1, breaker_failures=3,
-                     breaker_cooldown=30.0)  # fmt: skip
+POLICY = ChainPolicy(
+    first_byte_timeout=0.5, idle_timeout=1.0, retries=1, breaker_failures=3, breaker_cooldown=30.0
+)
 USER = "spaced repetition helps memory"
 ANTHROPIC_TEXT = default_reply({"messages": [{"content": USER}]})
 OPENAI_TEXT = openai_reply({"messages": [{"content": USER}]})
+
+fake_anthropic = fx.fake_anthropic
+fake_openai = fx.fake_openai
+observer = fx.observer
 
 
 def anthropic_llm(fake: FakeAnthropic, **kw: object) -> AnthropicLLM:
@@ -51,8 +51,10 @@ async def reply(llm: LLMChain, history: list[Exchange] | None = None) -> str:
 
 
 async def test_anthropic_streams_with_system_prompt_and_history(fake_anthropic) -> None:
-    history = [Exchange("photosynthesis turns light into energy", "Nice. Why light?", 1.0),
-               Exchange("half heard", "", 2.0)]  # fmt: skip
+    history = [
+        Exchange("photosynthesis turns light into energy", "Nice. Why light?", 1.0),
+        Exchange("half heard", "", 2.0),
+    ]
     fake_anthropic.chunk_delay = 0.01
     llm = anthropic_llm(fake_anthropic, model="claude-test-model")
     deltas = await collect(llm.stream(USER, history))
@@ -85,8 +87,9 @@ async def test_openai_streams_with_system_message(fake_openai) -> None:
     await llm.aclose()
 
 
-async def test_server_error_is_retried_once_then_falls_back(fake_anthropic, fake_openai,
-                                                            observer) -> None:  # fmt: skip
+async def test_server_error_is_retried_once_then_falls_back(
+    fake_anthropic, fake_openai, observer
+) -> None:
     fake_anthropic.always = fake_anthropic_fault("status", status=500)
     llm = chain(fake_anthropic, fake_openai, observer)
     assert await reply(llm) == OPENAI_TEXT
@@ -96,8 +99,9 @@ async def test_server_error_is_retried_once_then_falls_back(fake_anthropic, fake
     assert llm.last_provider == "openai"
 
 
-async def test_transient_error_recovers_on_retry_without_fallback(fake_anthropic, fake_openai,
-                                                                  observer) -> None:  # fmt: skip
+async def test_transient_error_recovers_on_retry_without_fallback(
+    fake_anthropic, fake_openai, observer
+) -> None:
     fake_anthropic.fault("status", status=529)  # overloaded, once
     llm = chain(fake_anthropic, fake_openai, observer)
     assert await reply(llm) == ANTHROPIC_TEXT
@@ -106,8 +110,9 @@ async def test_transient_error_recovers_on_retry_without_fallback(fake_anthropic
     assert fake_openai.count("/v1/chat/completions") == 0
 
 
-async def test_rate_limit_honours_retry_after_in_the_breaker(fake_anthropic, fake_openai,
-                                                             observer) -> None:  # fmt: skip
+async def test_rate_limit_honours_retry_after_in_the_breaker(
+    fake_anthropic, fake_openai, observer
+) -> None:
     fake_anthropic.fault("status", status=429, retry_after=20)
     llm = chain(fake_anthropic, fake_openai, observer)
     assert await reply(llm) == OPENAI_TEXT
@@ -121,8 +126,9 @@ async def test_rate_limit_honours_retry_after_in_the_breaker(fake_anthropic, fak
     assert observer.errors == [("llm", "anthropic", "rate_limited")]
 
 
-async def test_bad_key_is_permanent_and_never_retried(fake_anthropic, fake_openai,
-                                                      observer) -> None:  # fmt: skip
+async def test_bad_key_is_permanent_and_never_retried(
+    fake_anthropic, fake_openai, observer
+) -> None:
     bad = AnthropicLLM("sk-ant-wrong-key-999", base_url=fake_anthropic.base_url)
     llm = LLMChain([bad, openai_llm(fake_openai)], POLICY, observer)
     assert await reply(llm) == OPENAI_TEXT
@@ -132,8 +138,9 @@ async def test_bad_key_is_permanent_and_never_retried(fake_anthropic, fake_opena
     assert llm.status()[0]["state"] == "open"
 
 
-async def test_hang_before_first_byte_times_out_and_falls_back(fake_anthropic, fake_openai,
-                                                               observer) -> None:  # fmt: skip
+async def test_hang_before_first_byte_times_out_and_falls_back(
+    fake_anthropic, fake_openai, observer
+) -> None:
     fake_anthropic.fault("hang")
     llm = chain(fake_anthropic, fake_openai, observer, first_byte_timeout=0.3)
     start = time.perf_counter()
@@ -143,16 +150,18 @@ async def test_hang_before_first_byte_times_out_and_falls_back(fake_anthropic, f
     assert observer.fallbacks == [("llm", "anthropic", "openai")]
 
 
-async def test_slow_first_token_within_budget_is_not_a_fault(fake_anthropic, fake_openai,
-                                                             observer) -> None:  # fmt: skip
+async def test_slow_first_token_within_budget_is_not_a_fault(
+    fake_anthropic, fake_openai, observer
+) -> None:
     fake_anthropic.first_delay = 0.2
     llm = chain(fake_anthropic, fake_openai, observer, first_byte_timeout=0.5)
     assert await reply(llm) == ANTHROPIC_TEXT
     assert observer.errors == []
 
 
-async def test_drop_mid_stream_ends_the_reply_without_repeating_it(fake_anthropic, fake_openai,
-                                                                   observer) -> None:  # fmt: skip
+async def test_drop_mid_stream_ends_the_reply_without_repeating_it(
+    fake_anthropic, fake_openai, observer
+) -> None:
     fake_anthropic.fault("drop", after=4)
     llm = chain(fake_anthropic, fake_openai, observer)
     text = await reply(llm)
@@ -169,8 +178,9 @@ async def test_error_event_before_text_falls_back(fake_anthropic, fake_openai, o
     assert observer.errors == [("llm", "anthropic", "server")] * 2
 
 
-async def test_malformed_event_before_text_falls_back(fake_anthropic, fake_openai,
-                                                      observer) -> None:  # fmt: skip
+async def test_malformed_event_before_text_falls_back(
+    fake_anthropic, fake_openai, observer
+) -> None:
     fake_anthropic.fault("malformed", after=0)
     llm = chain(fake_anthropic, fake_openai, observer)
     assert await reply(llm) == OPENAI_TEXT
@@ -188,8 +198,12 @@ async def test_openai_faults_are_classified(fake_anthropic, fake_openai, observe
     fake_openai.fault("error_event", after=0)
     fake_openai.fault("malformed", after=0)
     assert await reply(llm3) == ANTHROPIC_TEXT
-    assert observer.errors == [("llm", "openai", "auth"), ("llm", "openai", "dropped"),
-                               ("llm", "openai", "server"), ("llm", "openai", "protocol")]  # fmt: skip
+    assert observer.errors == [
+        ("llm", "openai", "auth"),
+        ("llm", "openai", "dropped"),
+        ("llm", "openai", "server"),
+        ("llm", "openai", "protocol"),
+    ]
 
 
 async def test_everything_failing_gives_one_apology(fake_anthropic, fake_openai, observer) -> None:
@@ -202,10 +216,12 @@ async def test_everything_failing_gives_one_apology(fake_anthropic, fake_openai,
     assert [e[1] for e in observer.errors] == ["anthropic"] * 2 + ["openai"] * 2
 
 
-async def test_breaker_opens_then_half_opens_and_closes(fake_anthropic, fake_openai,
-                                                        observer) -> None:  # fmt: skip
-    llm = chain(fake_anthropic, fake_openai, observer, retries=0, breaker_failures=2,
-                breaker_cooldown=0.3)  # fmt: skip
+async def test_breaker_opens_then_half_opens_and_closes(
+    fake_anthropic, fake_openai, observer
+) -> None:
+    llm = chain(
+        fake_anthropic, fake_openai, observer, retries=0, breaker_failures=2, breaker_cooldown=0.3
+    )
     fake_anthropic.always = fake_anthropic_fault("status", status=500)
     await reply(llm)
     assert llm.status()[0]["state"] == "closed"
@@ -218,14 +234,21 @@ async def test_breaker_opens_then_half_opens_and_closes(fake_anthropic, fake_ope
     assert llm.status()[0]["state"] == "half_open"
     fake_anthropic.always = None  # the provider recovered
     assert await reply(llm) == ANTHROPIC_TEXT  # the probe goes through
-    assert llm.status()[0] == {"provider": "anthropic", "state": "closed", "failures": 0,
-                               "retry_in_s": 0.0, "last_fault": "server"}  # fmt: skip
+    assert llm.status()[0] == {
+        "provider": "anthropic",
+        "state": "closed",
+        "failures": 0,
+        "retry_in_s": 0.0,
+        "last_fault": "server",
+    }
 
 
-async def test_cancelling_mid_reply_releases_the_half_open_probe(fake_anthropic, fake_openai,
-                                                                 observer) -> None:  # fmt: skip
-    llm = chain(fake_anthropic, fake_openai, observer, retries=0, breaker_failures=1,
-                breaker_cooldown=0.2)  # fmt: skip
+async def test_cancelling_mid_reply_releases_the_half_open_probe(
+    fake_anthropic, fake_openai, observer
+) -> None:
+    llm = chain(
+        fake_anthropic, fake_openai, observer, retries=0, breaker_failures=1, breaker_cooldown=0.2
+    )
     fake_anthropic.fault("status", status=500)
     await reply(llm)
     await asyncio.sleep(0.25)
@@ -259,6 +282,11 @@ def fake_anthropic_fault(kind: str, **kw: object):  # type: ignore[no-untyped-de
 @pytest.fixture(autouse=True)
 def _no_sdk_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Credentials from the environment must not leak into the adapters under test."""
-    for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "OPENAI_API_KEY",
-                 "ANTHROPIC_BASE_URL", "OPENAI_BASE_URL"):  # fmt: skip
+    for name in (
+        "ANTHROPIC_API_KEY",
+        "ANTHROPIC_AUTH_TOKEN",
+        "OPENAI_API_KEY",
+        "ANTHROPIC_BASE_URL",
+        "OPENAI_BASE_URL",
+    ):
         monkeypatch.delenv(name, raising=False)
