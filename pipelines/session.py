@@ -119,6 +119,7 @@ class Session:
 
     async def __aexit__(self, *exc: object) -> None:
         assert self._tg is not None
+        await self._record_unfinished_reply()
         for task in list(self._tasks):
             task.cancel()
         try:
@@ -126,6 +127,18 @@ class Session:
         finally:
             if self._stream is not None:
                 await self._stream.aclose()
+
+    async def _record_unfinished_reply(self) -> None:
+        """A disconnect or shutdown mid-reply still captures the exchange (what was heard),
+        as a barge-in would; otherwise it would be lost with the cancelled reply task."""
+        reply, self._reply = self._reply, None
+        if reply is None or reply.task is None or reply.task.done():
+            return
+        reply.task.cancel()
+        heard = reply.playout.heard_text(self._clock()) if self.config.tts else reply.text
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(2.0):
+                await self._record(reply.turn_id, reply.user_text, heard, interrupted=True)
 
     def configure(self, config: SessionConfig) -> None:
         if config.mode not in MODES:
