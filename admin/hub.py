@@ -44,6 +44,7 @@ from prometheus_client import CollectorRegistry
 from admin.auth import FailureLimiter
 from admin.context import request_id_var
 from admin.errors import ErrorLog, ErrorRecord
+from admin.fleet import MONITORING_ROUTES, fleet_summary
 from admin.health import DEGRADED, HEALTHY, HealthRegistry
 from admin.maintenance import (
     FileBackend,
@@ -61,8 +62,6 @@ from admin.system import LoopLagMonitor, SystemSampler
 
 log = logging.getLogger("admin")
 
-#: Routes left out of the overview's request counts (still in endpoints and /metrics).
-MONITORING_ROUTES = ("/admin", "/metrics")
 #: Gauges fed by `add_gauge_source`, by name.
 GAUGE_SOURCES = ("capture_queue_depth", "capture_journal_backlog")
 
@@ -281,6 +280,13 @@ class AdminHub:
             "capture": dict(self._gauge_values),
             "maintenance": self.maintenance.to_dict(),
         }
+
+    async def fleet(self) -> dict[str, Any] | None:
+        """All workers together (multiprocess mode only), read from the shared metric files
+        in a thread: reading every worker's file is disk I/O."""
+        if not self.prom.multiproc_dir:
+            return None
+        return await asyncio.to_thread(fleet_summary, self.prom.multiproc_dir)
 
     async def health_report(self) -> dict[str, Any]:
         report = await self.health.run()

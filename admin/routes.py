@@ -8,6 +8,7 @@ its static files need no key: they hold no data, and ask for the key in the brow
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -93,7 +94,7 @@ class AdminApi:
         return _ok(report, status=503 if report["status"] == "unhealthy" else 200)
 
     async def metrics(self, request: web.Request) -> web.StreamResponse:
-        return _ok(self.hub.overview())
+        return _ok({**self.hub.overview(), "fleet": await self.hub.fleet()})
 
     async def endpoints(self, request: web.Request) -> web.StreamResponse:
         return _ok(
@@ -169,7 +170,9 @@ class AdminApi:
             if denied:
                 return denied
         self.hub.sample_gauges()
-        body = self.hub.prom.exposition()
+        prom = self.hub.prom
+        # Multiprocess mode reads every worker's file: off the event loop.
+        body = await asyncio.to_thread(prom.exposition) if prom.multiproc_dir else prom.exposition()
         resp = web.Response(body=body, headers=_NO_STORE)
         # Set the exact exposition content type (with version) on the header itself.
         resp.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"

@@ -61,7 +61,14 @@ function duration(s) {
 }
 
 function renderOverview(m, endpoints, t) {
-  const req = m.requests;
+  // With several workers, rates come from the fleet totals (the same whichever worker
+  // answers); otherwise from this process. A change of source starts the rates afresh.
+  const fleet = m.fleet;
+  const req = fleet
+    ? { total: fleet.requests.total, errors: fleet.requests.errors_5xx, error_rate: fleet.requests.error_rate_5xx }
+    : m.requests;
+  const source = fleet ? "fleet" : m.pid;
+  if (previous && previous.source !== source) previous = null;
   let rps = null, errPct = null;
   if (previous && t > previous.t) {
     const dt = (t - previous.t) / 1000;
@@ -69,8 +76,8 @@ function renderOverview(m, endpoints, t) {
     rps = Math.max(0, dn / dt);
     errPct = dn > 0 ? (100 * (req.errors - previous.errors)) / dn : 0;
   }
-  previous = { t, requests: req.total, errors: req.errors };
-  const lat = req.recent_latency_ms;
+  previous = { t, source, requests: req.total, errors: req.errors };
+  const lat = fleet ? fleet.requests.latency_ms : m.requests.recent_latency_ms;
   charts.rps.push("req/s", t, rps);
   charts.err.push("5xx %", t, errPct, "#f85149");
   charts.lat.push("p50", t, lat.p50);
@@ -78,14 +85,16 @@ function renderOverview(m, endpoints, t) {
   charts.lat.push("p99", t, lat.p99);
   const stages = Object.entries(m.voice.stages_ms).sort((a, b) => (a[1].p50 ?? 0) - (b[1].p50 ?? 0));
   for (const [name, s] of stages) charts.voice.push(name, t, s.recent.count ? s.recent.p50 : s.p50);
-  charts.sessions.push("voice sessions", t, m.sessions.active);
-  charts.sessions.push("websockets", t, m.websockets.active);
+  const sessions = fleet ? fleet.sessions.active : m.sessions.active;
+  const sockets = fleet ? fleet.websockets.active : m.websockets.active;
+  charts.sessions.push("voice sessions", t, sessions);
+  charts.sessions.push("websockets", t, sockets);
   $("s-rps").textContent = rps === null ? "–" : rps.toFixed(1);
   $("s-err").textContent = `${(100 * req.error_rate).toFixed(2)} %`;
   $("s-p95").textContent = ms(lat.p95);
-  $("s-sessions").textContent = m.sessions.active;
-  $("s-ws").textContent = m.websockets.active;
-  $("s-turns").textContent = m.voice.turns;
+  $("s-sessions").textContent = sessions;
+  $("s-ws").textContent = sockets;
+  $("s-turns").textContent = fleet ? fleet.voice.turns : m.voice.turns;
   $("s-uptime").textContent = duration(m.uptime_seconds);
   renderMaintenance(m.maintenance);
   const tbody = $("endpoints");
@@ -146,7 +155,8 @@ async function poll() {
     renderErrors(errors);
     if (polls++ % HEALTH_EVERY === 0) renderHealth(await api("/admin/api/health/detailed"));
     for (const c of Object.values(charts)) c.draw();
-    $("updated").textContent = `updated ${new Date(t).toLocaleTimeString()} · pid ${m.pid}`;
+    const who = m.fleet ? `${m.fleet.workers} workers · answered by pid ${m.pid}` : `pid ${m.pid}`;
+    $("updated").textContent = `updated ${new Date(t).toLocaleTimeString()} · ${who}`;
   } catch (err) {
     if (err instanceof AuthError) {
       stop();

@@ -207,3 +207,40 @@ def test_dashboard_draws_live_data(server: ServerProcess, tmp_path: Path) -> Non
     # round of parallel calls, the right one afterwards.
     assert set(keys) == {KEY, "not-the-right-key"}
     assert keys.count("not-the-right-key") <= 5
+
+
+def test_dashboard_uses_fleet_totals_in_multiprocess_mode(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """With PROMETHEUS_MULTIPROC_DIR (as with several workers) the rates come from the
+    fleet totals; the page says how many workers there are."""
+    from playwright.sync_api import sync_playwright
+
+    tmp = tmp_path_factory.mktemp("dash-mp")
+    (tmp / "prom").mkdir()
+    env = {"ADMIN_API_KEY": KEY, "REDIS_URL": "", "PROMETHEUS_MULTIPROC_DIR": str(tmp / "prom")}
+    server = ServerProcess(tmp, env=env).start()
+    traffic = Traffic(server)
+    traffic.start()
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(
+                executable_path=CHROMIUM,
+                args=["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                      "--disable-background-networking", "--disable-component-update"],
+            )  # fmt: skip
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.goto(server.http + "/admin/")
+            page.fill("#key-input", KEY)
+            page.click("#key-form button[type=submit]")
+            page.wait_for_function(
+                "() => Number(document.getElementById('c-rps').dataset.points || 0) >= 3",
+                timeout=60000,
+            )
+            assert "1 workers" in page.inner_text("#updated")
+            assert float(page.inner_text("#s-rps")) > 1.0
+            browser.close()
+    finally:
+        traffic.stop_event.set()
+        traffic.join(5)
+        server.stop()

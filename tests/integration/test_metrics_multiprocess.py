@@ -149,7 +149,20 @@ def test_metrics_are_summed_over_workers(workers: tuple[list[str], list[subproce
         assert data[("lva_voice_sessions", ())] == 3
         assert data[("lva_websocket_sessions", ())] == 3
 
-    # Worker B exits cleanly: its live gauges leave the sum, its counters stay.
+    # The admin overview, from either worker, carries the fleet-wide totals too.
+    for base in (a, b):
+        status, body = _request(base + "/admin/api/metrics")
+        assert status == 200
+        overview = json.loads(body)
+        fleet = overview["fleet"]
+        assert fleet["workers"] == 2
+        assert fleet["requests"]["total"] == 11  # 8 items + 3 opens; admin calls left out
+        assert fleet["requests"]["errors_5xx"] == 0
+        assert 0 < fleet["requests"]["latency_ms"]["p50"] <= fleet["requests"]["latency_ms"]["p99"]
+        assert fleet["sessions"]["active"] == 3
+        assert overview["requests"]["total"] < 11  # this worker's own share only
+
+        # Worker B exits cleanly: its live gauges leave the sum, its counters stay.
     procs[1].send_signal(signal.SIGINT)
     procs[1].wait(10)
     data = _metrics(a)
