@@ -36,6 +36,8 @@ from pipelines.providers import ProviderError
 
 log = logging.getLogger(__name__)
 
+#: How much longer the last provider of a chain may take (see `first_byte_timeout`).
+LAST_RESORT_FACTOR = 4.0
 #: Faults worth one more try on the same provider before moving on.
 _RETRYABLE = frozenset({rz.SERVER, rz.CONNECT, rz.DROPPED})
 
@@ -153,6 +155,13 @@ class _Chain:
         )  # fmt: skip
         self.observer.provider_fallback(self.stage, src.name, dst.name)
 
+    def first_byte_timeout(self, member: Member) -> float:
+        """The policy's, or 4x as much for the last provider left: nothing comes after it,
+        so giving up sooner would only turn a slow answer into none."""
+        later = self.members[self.members.index(member) + 1 :]
+        last = all(m.breaker.state == "open" for m in later)
+        return self.policy.first_byte_timeout * (LAST_RESORT_FACTOR if last else 1.0)
+
     def should_retry(self, member: Member, err: ProviderError, attempt: int) -> bool:
         return (
             not err.permanent
@@ -190,7 +199,7 @@ class LLMChain(_Chain):
                 agen = member.provider.stream(user_text, history)
                 try:
                     async with contextlib.aclosing(agen):
-                        timeout = self.policy.first_byte_timeout
+                        timeout = self.first_byte_timeout(member)
                         while True:
                             try:
                                 delta = await _next(agen, timeout)
@@ -252,7 +261,7 @@ class TTSChain(_Chain):
                 agen = member.provider.synthesize(text)
                 try:
                     async with contextlib.aclosing(agen):
-                        timeout = self.policy.first_byte_timeout
+                        timeout = self.first_byte_timeout(member)
                         while True:
                             try:
                                 chunk = await _next(agen, timeout)

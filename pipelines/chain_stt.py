@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pipelines import resilience as rz
+from pipelines.chain import LAST_RESORT_FACTOR
 from pipelines.providers import STT_SAMPLE_RATE
 
 if TYPE_CHECKING:
@@ -27,8 +28,6 @@ log = logging.getLogger(__name__)
 
 #: Longest utterance kept for replay into a fallback (the session ends turns sooner).
 MAX_REPLAY_SECONDS = 120
-#: The last provider of the chain (nothing to fall back to) gets this much longer.
-_LAST_RESORT_FACTOR = 4.0
 
 
 @dataclass(slots=True, eq=False)
@@ -124,7 +123,7 @@ class ChainSTTStream:
                     assert active is not None
                 timeout = chain.policy.finalize_timeout
                 if self._is_last(active.member, tried):
-                    timeout *= _LAST_RESORT_FACTOR
+                    timeout *= LAST_RESORT_FACTOR
                 try:
                     async with asyncio.timeout(timeout):
                         text = await active.stream.finalize()

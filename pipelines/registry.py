@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
+from pipelines.cloud import BUILDERS, ProviderConfig, build_chain
 from pipelines.executor import ModelExecutor
+from pipelines.ports import SessionObserver
 from pipelines.providers import LanguageModel, SpeechToText, TextToSpeech
 
 log = logging.getLogger(__name__)
@@ -24,6 +27,20 @@ class ProviderSettings:
     piper_voice: str = ""
     interim_interval_s: float = 0.7
     keys: dict[str, str] = field(default_factory=dict)
+    #: Models, endpoints, timeouts and breakers of the cloud providers (keys from `keys`
+    #: when its own are empty).
+    cloud: ProviderConfig = field(default_factory=ProviderConfig)
+
+    def cloud_config(self) -> ProviderConfig:
+        from dataclasses import replace
+
+        c = self.cloud
+        return replace(
+            c,
+            anthropic_api_key=c.anthropic_api_key or self.keys.get("anthropic", ""),
+            openai_api_key=c.openai_api_key or self.keys.get("openai", ""),
+            deepgram_api_key=c.deepgram_api_key or self.keys.get("deepgram", ""),
+        )
 
 
 @dataclass(slots=True)
@@ -38,6 +55,22 @@ class Providers:
             warm = getattr(provider, "warm_up", None)
             if warm is not None:
                 await warm()
+
+    def status(self) -> dict[str, list[dict[str, object]]]:
+        """Circuit-breaker state per provider of each chained stage (for health)."""
+        out: dict[str, list[dict[str, object]]] = {}
+        for stage, provider in (("stt", self.stt), ("llm", self.llm), ("tts", self.tts)):
+            status = getattr(provider, "status", None)
+            if status is not None:
+                out[stage] = status()
+        return out
+
+    async def aclose(self) -> None:
+        """Close cloud clients (connection pools) on shutdown."""
+        for provider in (self.stt, self.llm, self.tts):
+            close = getattr(provider, "aclose", None)
+            if close is not None:
+                await close()
 
 
 def _local_stt(cfg: ProviderSettings, executor: ModelExecutor) -> SpeechToText:
@@ -59,13 +92,37 @@ def _local_tts(cfg: ProviderSettings, executor: ModelExecutor) -> TextToSpeech:
     return PiperTTS(PiperVoiceHolder(cfg.piper_voice), executor)
 
 
-def build_providers(cfg: ProviderSettings, executor: ModelExecutor) -> Providers:
-    for stage, chain in (("stt", cfg.stt_chain), ("llm", cfg.llm_chain), ("tts", cfg.tts_chain)):
-        unknown = [name for name in chain if name != "local"]
-        if unknown:
-            raise ValueError(f"unknown {stage} provider(s): {', '.join(unknown)}")
+_LOCAL = {"stt": _local_stt, "llm": _local_llm, "tts": _local_tts}
+
+
+def _stage(
+    stage: str,
+    names: tuple[str, ...],
+    cfg: ProviderSettings,
+    cloud: ProviderConfig,
+    executor: ModelExecutor,
+    observer: SessionObserver | None,
+) -> Any:
+    """The stage's provider: the local one alone as before, or a fallback chain over every
+    configured provider whose key is set (in the configured order)."""
+    providers = [
+        _LOCAL[stage](cfg, executor) if name == "local" else BUILDERS[stage](name, cloud)
+        for name in names
+    ]
+    usable = [p for p in providers if p is not None]
+    if not usable:
+        raise ValueError(f"{stage.upper()}_PROVIDERS={','.join(names)}: no provider has its key")
+    if names == ("local",):
+        return usable[0]
+    return build_chain(stage, usable, cloud, observer)
+
+
+def build_providers(
+    cfg: ProviderSettings, executor: ModelExecutor, observer: SessionObserver | None = None
+) -> Providers:
+    cloud = cfg.cloud_config()
     return Providers(
-        stt=_local_stt(cfg, executor),
-        llm=_local_llm(cfg, executor),
-        tts=_local_tts(cfg, executor),
+        stt=_stage("stt", cfg.stt_chain, cfg, cloud, executor, observer),
+        llm=_stage("llm", cfg.llm_chain, cfg, cloud, executor, observer),
+        tts=_stage("tts", cfg.tts_chain, cfg, cloud, executor, observer),
     )

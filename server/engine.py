@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 from audio.vad import EndpointerConfig
+from pipelines.cloud import ProviderConfig
 from pipelines.executor import ModelExecutor
 from pipelines.outbox import Outbox
 from pipelines.ports import CaptureSink, NullObserver, SessionObserver, SessionStore
@@ -36,6 +37,28 @@ def provider_settings(settings: Settings) -> ProviderSettings:
             "openai": settings.openai_api_key,
             "deepgram": settings.deepgram_api_key,
         },
+        cloud=cloud_config(settings),
+    )
+
+
+def cloud_config(s: Settings) -> ProviderConfig:
+    """Cloud provider models, endpoints, timeouts and breakers (keys come via `keys`)."""
+    return ProviderConfig(
+        anthropic_model=s.anthropic_model,
+        openai_model=s.openai_model,
+        openai_stt_model=s.openai_stt_model,
+        openai_tts_model=s.openai_tts_model,
+        openai_tts_voice=s.openai_tts_voice,
+        deepgram_stt_model=s.deepgram_stt_model,
+        deepgram_tts_model=s.deepgram_tts_model,
+        anthropic_base_url=s.anthropic_base_url,
+        openai_base_url=s.openai_base_url,
+        deepgram_base_url=s.deepgram_base_url,
+        connect_timeout=s.provider_connect_timeout_ms / 1000,
+        first_byte_timeout=s.provider_first_byte_timeout_ms / 1000,
+        retries=s.provider_retries,
+        breaker_failures=s.breaker_failures,
+        breaker_cooldown=s.breaker_cooldown_s,
     )
 
 
@@ -53,7 +76,9 @@ class Engine:
         self.captures = captures
         self.observer = observer or NullObserver()
         self.executor = ModelExecutor(settings.executor_workers)
-        self.providers = providers or build_providers(provider_settings(settings), self.executor)
+        self.providers = providers or build_providers(
+            provider_settings(settings), self.executor, self.observer
+        )
         self.sessions: set[Session] = set()
         #: Open WebSocket responses, closed with 1001 on shutdown.
         self.connections: set[Any] = set()
@@ -78,6 +103,10 @@ class Engine:
             self._warm.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._warm
+        close = getattr(self.providers, "aclose", None)
+        if close is not None:  # cloud clients' connection pools
+            with contextlib.suppress(Exception):
+                await close()
         self.executor.shutdown()
 
     @property

@@ -224,6 +224,64 @@ class Settings:
     anthropic_api_key: str = _env("ANTHROPIC_API_KEY", "Enables the anthropic LLM.", default="")
     openai_api_key: str = _env("OPENAI_API_KEY", "Enables openai LLM/STT/TTS.", default="")
     deepgram_api_key: str = _env("DEEPGRAM_API_KEY", "Enables deepgram STT/TTS.", default="")
+    anthropic_model: str = _env("ANTHROPIC_MODEL", "Claude model.", default="claude-haiku-4-5")
+    openai_model: str = _env("OPENAI_MODEL", "OpenAI chat model.", default="gpt-4o-mini")
+    openai_stt_model: str = _env(
+        "OPENAI_STT_MODEL", "OpenAI transcription model.", default="gpt-4o-mini-transcribe"
+    )
+    openai_tts_model: str = _env(
+        "OPENAI_TTS_MODEL", "OpenAI speech model.", default="gpt-4o-mini-tts"
+    )
+    openai_tts_voice: str = _env("OPENAI_TTS_VOICE", "OpenAI speech voice.", default="alloy")
+    deepgram_stt_model: str = _env("DEEPGRAM_STT_MODEL", "Deepgram live model.", default="nova-3")
+    deepgram_tts_model: str = _env(
+        "DEEPGRAM_TTS_MODEL", "Deepgram Aura voice model.", default="aura-2-thalia-en"
+    )
+    anthropic_base_url: str = _env(
+        "ANTHROPIC_BASE_URL",
+        "Anthropic endpoint; unset = public API (set for proxies/tests).",
+        default="",
+    )
+    openai_base_url: str = _env(
+        "OPENAI_BASE_URL",
+        "OpenAI endpoint incl. /v1; unset = public API (proxies/tests).",
+        default="",
+    )
+    deepgram_base_url: str = _env(
+        "DEEPGRAM_BASE_URL",
+        "Deepgram http(s) endpoint; unset = public API (proxies/tests).",
+        default="",
+    )
+    provider_connect_timeout_ms: int = _env(
+        "PROVIDER_CONNECT_TIMEOUT_MS",
+        "Connecting to a cloud provider.",
+        _int(50, 60000),
+        default=1500,
+    )
+    provider_first_byte_timeout_ms: int = _env(
+        "PROVIDER_FIRST_BYTE_TIMEOUT_MS",
+        "Request -> first token/audio, or end of speech -> final transcript, per provider.",
+        _int(50, 60000),
+        default=2500,
+    )
+    provider_retries: int = _env(
+        "PROVIDER_RETRIES",
+        "Retries on one provider (before any output) before the next.",
+        _int(0, 5),
+        default=1,
+    )
+    breaker_failures: int = _env(
+        "BREAKER_FAILURES",
+        "Consecutive failures that open a provider's circuit breaker.",
+        _int(1, 1000),
+        default=3,
+    )
+    breaker_cooldown_s: float = _env(
+        "BREAKER_COOLDOWN_S",
+        "Seconds an open breaker waits before one probe call.",
+        _float(0.1, 3600),
+        default=30.0,
+    )
     # --- admin -----------------------------------------------------------------------
     admin_api_key: str = _env(
         "ADMIN_API_KEY", "Key for /admin (header X-Admin-Key); unset = admin closed.", default=""
