@@ -74,6 +74,9 @@ class HybridStore:
     async def start(self) -> None:
         await self.backend.start()
         if self.embedder is not None:
+            prepare = getattr(self.backend, "prepare_vectors", None)
+            if prepare is not None:
+                await prepare(self.embedder.name, self.embedder.dim)
             self._indexer = asyncio.create_task(self._index_loop(), name="capture-indexer")
 
     async def close(self) -> None:
