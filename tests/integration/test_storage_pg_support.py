@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import asyncpg
 
@@ -51,3 +53,13 @@ async def set_database_down(dsn: str, down: bool, admin_dsn: str = ADMIN_DSN) ->
             )
     finally:
         await admin.close()
+
+
+async def until(condition: Callable[[], bool], timeout: float) -> bool:
+    """Poll a condition every 50 ms; whether it became true within the timeout."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True

@@ -10,7 +10,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 from test_storage_hostile import HOSTILE_QUERIES
-from test_storage_pg_support import set_database_down, temp_database
+from test_storage_pg_support import set_database_down, temp_database, until
 from test_storage_relevance import relevance_captures, score
 
 from pipelines.ports import Capture
@@ -132,17 +132,14 @@ async def test_database_down_mid_stream_then_back_exactly_once(dsn: str, tmp_pat
         await produce(100)
         await set_database_down(dsn, True)
         await produce(300)  # the database refuses connections while these arrive
-        deadline = time.monotonic() + 15
-        while writer.healthy and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        assert not writer.healthy and writer.journal_backlog > 0
+        assert await until(lambda: not writer.healthy, 15)
+        assert writer.journal_backlog > 0
         await set_database_down(dsn, False)
         await produce(100)
-        deadline = time.monotonic() + 30
-        while (writer.journal_backlog or writer.depth or not writer.healthy) and (
-            time.monotonic() < deadline
-        ):
-            await asyncio.sleep(0.1)
+        drained = await until(
+            lambda: not (writer.journal_backlog or writer.depth or not writer.healthy), 30
+        )
+        assert drained
         conn = await asyncpg.connect(dsn)
         total, distinct = await conn.fetchrow(
             "SELECT count(*), count(DISTINCT user_text) FROM captures"
