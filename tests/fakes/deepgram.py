@@ -48,6 +48,8 @@ class FakeDeepgram(FakeServer):
         self.close_streams = 0
         #: Every transcript sent with is_final, per connection order.
         self.finals: list[str] = []
+        #: A fault for a connection that is already open (`after`: bytes from now on).
+        self.live_fault: Fault | None = None
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/v1/listen", self.listen)
@@ -146,6 +148,9 @@ class _Live:
                 return
 
     async def audio(self, data: bytes) -> bool:
+        if self.fault is None and self.server.live_fault is not None:
+            self.fault, self.server.live_fault = self.server.live_fault, None
+            self.fault.after += self.received
         self.buf += data
         self.received += len(data)
         self.since_interim += len(data)
