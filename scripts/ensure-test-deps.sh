@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Make sure what the browser end-to-end tests need is present; called by `make test` as
+#   bash scripts/ensure-test-deps.sh .venv/bin/python
+# Idempotent and quick when everything is there. Chromium comes from Debian (Playwright's
+# own browser downloads are never used); Python playwright comes from the dev extra.
+set -u
+PY="${1:-.venv/bin/python}"
+CHROMIUM=/usr/bin/chromium
+
+warn() {
+  echo "" >&2
+  echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!" >&2
+  echo "!! WARNING: $*" >&2
+  echo "!! The browser end-to-end tests (tests/e2e/test_browser_client.py) will be SKIPPED." >&2
+  echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!" >&2
+  echo "" >&2
+}
+
+if [ ! -x "$CHROMIUM" ]; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "ensure-test-deps: installing Chromium from Debian (apt-get)..."
+    export DEBIAN_FRONTEND=noninteractive
+    if ! { apt-get update -qq && apt-get install -y -qq chromium; }; then
+      warn "apt-get could not install chromium."
+    fi
+  else
+    warn "$CHROMIUM is missing and cannot be installed here (needs root and apt-get): apt-get install chromium"
+  fi
+fi
+
+if ! "$PY" -c "import playwright.sync_api" >/dev/null 2>&1; then
+  echo "ensure-test-deps: installing Python playwright (dev extra)..."
+  "$PY" -m pip install --quiet 'playwright>=1.40' || warn "pip could not install playwright."
+fi
+
+if [ -x "$CHROMIUM" ] && "$PY" -c "import playwright.sync_api" >/dev/null 2>&1; then
+  echo "ensure-test-deps: browser tests ready ($("$CHROMIUM" --version 2>/dev/null | head -1))"
+fi
+exit 0
