@@ -21,20 +21,25 @@ class ModelExecutor:
         self._slots = asyncio.Semaphore(workers * queue_per_worker)
         self.workers = workers
         self.busy_seconds = 0.0
+        #: Told (on the event loop) how long each piece of work took, by stage.
+        self.on_work: Callable[[str, float], None] | None = None
 
-    async def run(self, fn: Callable[..., T], *args: object) -> T:
+    async def run(self, fn: Callable[..., T], *args: object, stage: str = "model") -> T:
         """Run fn(*args) in a worker thread. Cancelling the caller abandons the result;
         the thread finishes its current call (native inference cannot be interrupted)."""
         async with self._slots:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._pool, self._timed, fn, args)
-
-    def _timed(self, fn: Callable[..., T], args: tuple[object, ...]) -> T:
-        t0 = time.perf_counter()
-        try:
-            return fn(*args)
-        finally:
-            self.busy_seconds += time.perf_counter() - t0
+            result, seconds = await loop.run_in_executor(self._pool, _timed, fn, args)
+        self.busy_seconds += seconds
+        if self.on_work is not None:
+            self.on_work(stage, seconds)
+        return result
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _timed(fn: Callable[..., T], args: tuple[object, ...]) -> tuple[T, float]:
+    t0 = time.perf_counter()
+    result = fn(*args)
+    return result, time.perf_counter() - t0

@@ -60,6 +60,6 @@ class PiperTTS:
         self.sample_rate = self._holder.sample_rate
 
     async def synthesize(self, text: str) -> AsyncIterator[bytes]:
-        pcm = await self._executor.run(self._holder.synthesize, text)
+        pcm = await self._executor.run(self._holder.synthesize, text, stage="tts")
         if pcm:
             yield pcm
