@@ -95,6 +95,23 @@ def _local_tts(cfg: ProviderSettings, executor: ModelExecutor) -> TextToSpeech:
 _LOCAL = {"stt": _local_stt, "llm": _local_llm, "tts": _local_tts}
 
 
+def _simulated(stage: str, names: tuple[str, ...]) -> Any:
+    """Fixed-delay providers for load tests and demos only (`pipelines/*/simulated.py`)."""
+    if names != ("simulated",):
+        raise ValueError(f"{stage.upper()}_PROVIDERS: simulated cannot be chained")
+    if stage == "stt":
+        from pipelines.stt.simulated import SimulatedSTT
+
+        return SimulatedSTT()
+    if stage == "llm":
+        from pipelines.llm.simulated import SimulatedLLM
+
+        return SimulatedLLM()
+    from pipelines.tts.simulated import SimulatedTTS
+
+    return SimulatedTTS()
+
+
 def _stage(
     stage: str,
     names: tuple[str, ...],
@@ -105,6 +122,8 @@ def _stage(
 ) -> Any:
     """The stage's provider: the local one alone as before, or a fallback chain over every
     configured provider whose key is set (in the configured order)."""
+    if "simulated" in names:
+        return _simulated(stage, names)
     providers = [
         _LOCAL[stage](cfg, executor) if name == "local" else BUILDERS[stage](name, cloud)
         for name in names
