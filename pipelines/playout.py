@@ -21,6 +21,9 @@ class Playout:
     synthesized: float = 0.0
     #: [start, end, text] per spoken piece on the reply's audio timeline.
     pieces: list[list[object]] = field(default_factory=list)
+    #: Seconds the listener's player has acknowledged playing (Twilio marks); None = the
+    #: transport cannot tell, so the playhead estimate is used.
+    acked: float | None = None
 
     def start_piece(self, text: str) -> None:
         self.pieces.append([self.synthesized, self.synthesized, text])
@@ -41,7 +44,8 @@ class Playout:
         self.released += seconds
 
     def heard_seconds(self, now: float) -> float:
-        return max(0.0, self.released - max(0.0, self.playhead - now))
+        estimate = max(0.0, self.released - max(0.0, self.playhead - now))
+        return estimate if self.acked is None else min(estimate, self.acked)
 
     def heard_text(self, now: float) -> str:
         """Whole pieces that finished playing, plus the played share of the current one."""

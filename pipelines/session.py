@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from audio.framing import Reframer
@@ -33,6 +33,8 @@ from pipelines.providers import (
     STTStream,
     TextToSpeech,
 )
+from pipelines.session_turns import TurnTaking
+from pipelines.turns import TurnConfig, TurnTaker, Utterance
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,14 @@ class SessionConfig:
     audio_lead_s: float = 0.3
     audio_chunk_ms: int = 100
     keepalive_s: float = 60.0
+    #: Turn-taking in continuous mode (pipelines/turns.py).
+    turns: TurnConfig = field(default_factory=TurnConfig)
+    #: Phone lines echo the agent: while it plays, use this VAD mode and ignore quieter frames.
+    echo_guard: bool = False
+    echo_vad_aggressiveness: int = 3
+    echo_gate_dbfs: float = -45.0
+    #: The transport reports playback (Twilio marks): remember only acknowledged audio.
+    playback_acks: bool = False
 
 
 @dataclass(slots=True)
@@ -69,9 +79,15 @@ class _Reply:
     playout: Playout = field(default_factory=Playout)
     text: str = ""
     audio_started: bool = False
+    #: Set while the reply's audio may be released (cleared: held or paused).
+    go: asyncio.Event = field(default_factory=asyncio.Event)
+    #: A speculative reply is generated but shows and says nothing until committed.
+    committed: bool = True
+    commit: asyncio.Event = field(default_factory=asyncio.Event)
+    marks: dict[str, float] = field(default_factory=dict)
 
 
-class Session:
+class Session(TurnTaking):
     def __init__(
         self,
         session_id: str,
@@ -106,6 +122,12 @@ class Session:
         self._utterance_frames = 0
         self._carry = ""
         self._reply: _Reply | None = None
+        self._spec: _Reply | None = None
+        self._utt: Utterance | None = None
+        self._audible_until = 0.0
+        self._echo_mode = False
+        #: Clock time of the last barge-in (the transport measures its reaction from it).
+        self.last_barge_in = 0.0
         self._finals: asyncio.Task[Any] | None = None
         self.turns = 0
 
@@ -114,6 +136,7 @@ class Session:
         self._tg = asyncio.TaskGroup()
         await self._tg.__aenter__()
         self._stream = await self._stt.open(self._on_interim)
+        self._turns.config.transcript_on_pause = hasattr(self._stream, "speculate")
         self._spawn(self._keepalive())
         return self
 
@@ -162,12 +185,25 @@ class Session:
         self._audio_t = 0.0
         self._max_frames = cfg.endpointer.max_utterance_ms // cfg.endpointer.frame_ms
         self._continuous = cfg.mode == "continuous"
+        turns = replace(
+            cfg.turns,
+            frame_ms=cfg.endpointer.frame_ms,
+            speculate_after_ms=cfg.speculate_after_ms,
+            transcript_on_pause=hasattr(self._stream, "speculate"),
+        )
+        self._turns = TurnTaker(turns)
+        if self._continuous:
+            # The turn-taker ends turns; the endpointer's own end is only the backstop.
+            self._endpointer.end_silence_ms = turns.longest_silence_ms + cfg.endpointer.frame_ms
+        self._echo_mode = False
 
     # ------------------------------------------------------------------ audio in
     def feed_audio(self, data: bytes) -> None:
         """Hot path: called for every binary frame the client sends."""
         if self._resampler is not None:
             data = self._resampler.process(data)
+        if self.config.echo_guard:
+            self._guard_echo()
         stream = self._stream
         assert stream is not None
         for frame in self._reframer.push(data):
@@ -178,12 +214,13 @@ class Session:
                     if self._listening:
                         stream.push(frame)
                         self._speculate()
+                        self._turn_frame(frame)
                 elif event is VadEvent.START:
                     self._speech_started()
                 elif event is VadEvent.END:
-                    self.outbox.emit(ev.Vad(False))
-                    if self._listening:
-                        self._end_utterance(self._endpointer.config.end_silence_ms / 1000)
+                    if self._utt is not None:
+                        self._turns.ended(self._utt)
+                    self._speech_ended(self._endpointer.end_silence_ms)
             else:
                 if self._listening:
                     stream.push(frame)
@@ -208,16 +245,6 @@ class Session:
             self._speculating = False
             self._stream.unspeculate()  # type: ignore[union-attr]
 
-    def _speech_started(self) -> None:
-        self.outbox.emit(ev.Vad(True))
-        self._barge_in()
-        self._turn_id += 1
-        self._listening = True
-        self._speculating = False
-        assert self._stream is not None
-        for frame in self._endpointer.take_preroll():
-            self._stream.push(frame)
-
     # -------------------------------------------------------------- push-to-talk
     def talk_start(self) -> None:
         if self._continuous:
@@ -239,26 +266,8 @@ class Session:
         self._listening = False
         self._speculating = False
         speech_end = self._clock() - trailing_silence_s
-        self._spawn(self._finish_turn(self._turn_id, speech_end))
-
-    async def _finish_turn(self, turn_id: int, speech_end: float) -> None:
-        assert self._stream is not None
-        text = (await self._stream.finalize()).strip()
-        stt_done = self._clock()
-        if self._carry:
-            text, self._carry = f"{self._carry} {text}".strip(), ""
-        self.outbox.emit(ev.Transcript(turn_id, text, True))
-        if not text:
-            return
-        if self._listening:
-            # The user went on before we could answer: answer both parts together.
-            self._carry = text
-            return
-        self._start_reply(turn_id, text, {"speech_end": speech_end, "stt_final": stt_done})
-
-    def _on_interim(self, text: str) -> None:
-        if self._listening:
-            self.outbox.emit(ev.Transcript(self._turn_id, text, False))
+        utt, self._utt = self._utt, None
+        self._spawn(self._finish_turn(self._turn_id, speech_end, utt))
 
     # ----------------------------------------------------------------- text turns
     def submit_text(self, text: str) -> None:
@@ -283,19 +292,32 @@ class Session:
         return recap(history)
 
     # ---------------------------------------------------------------------- reply
-    def _start_reply(self, turn_id: int, text: str, marks: dict[str, float]) -> None:
-        reply = _Reply(turn_id, text)
+    def _start_reply(
+        self, turn_id: int, text: str, marks: dict[str, float], *, held: bool = False
+    ) -> _Reply:
+        reply = _Reply(turn_id, text, committed=not held, marks=marks)
+        if not held:
+            reply.go.set()
+            reply.commit.set()
+        if self.config.playback_acks:
+            reply.playout.acked = 0.0
         reply.task = self._spawn(self._run_reply(reply, marks))
-        self._reply = reply
+        if not held:
+            self._reply = reply
+        return reply
 
     def _barge_in(self) -> None:
+        self._drop_speculation()
         reply, self._reply = self._reply, None
         if reply is None or reply.task is None or reply.task.done():
             return
         reply.task.cancel()
         self.outbox.drop_audio(reply.turn_id)
         self.outbox.emit(ev.Interrupted(reply.turn_id))
-        heard = reply.playout.heard_text(self._clock()) if self.config.tts else reply.text
+        self.last_barge_in = now = self._clock()
+        self._audible_until = 0.0
+        log.info("barge-in", extra={"session_id": self.id, "turn_id": reply.turn_id})
+        heard = reply.playout.heard_text(now) if self.config.tts else reply.text
         self._spawn(self._record(reply.turn_id, reply.user_text, heard, interrupted=True))
 
     async def _run_reply(self, reply: _Reply, marks: dict[str, float]) -> None:
@@ -309,12 +331,15 @@ class Session:
                 if not reply.text:
                     marks["llm_first_token"] = self._clock()
                 reply.text += delta
-                self.outbox.emit(ev.ResponseDelta(reply.turn_id, delta))
+                if reply.committed:
+                    self.outbox.emit(ev.ResponseDelta(reply.turn_id, delta))
+                    self._turns.agent_said(reply.text)
                 for piece in chunker.push(delta):
                     await pieces.put(piece)
             for piece in chunker.flush():
                 await pieces.put(piece)
             await pieces.put(None)
+            await reply.commit.wait()  # a speculative reply waits for the turn to end
             self.outbox.emit(ev.ResponseDone(reply.turn_id, reply.text.strip()))
         if self._reply is reply:
             self._reply = None
@@ -353,6 +378,8 @@ class Session:
             self.outbox.emit(ev.AudioEnd(reply.turn_id))
 
     async def _send_audio(self, reply: _Reply, chunk: bytes, marks: dict[str, float]) -> None:
+        if not reply.go.is_set():  # held (speculative) or paused (a possible barge-in)
+            await reply.go.wait()
         playout = reply.playout
         if not reply.audio_started:
             reply.audio_started = True
@@ -363,6 +390,7 @@ class Session:
             await asyncio.sleep(wait)
         await self.outbox.emit_audio(ev.AudioFrame(reply.turn_id, chunk))
         playout.release(len(chunk) / 2 / self.config.output_rate)
+        self._audible_until = playout.playhead
 
     def _report(self, marks: dict[str, float]) -> None:
         end = marks["speech_end"]

@@ -21,6 +21,7 @@ from server.routes import core
 from server.routes.core import STATIC_DIR
 from server.settings import Settings
 from server.storage.factory import close_storage, open_storage
+from server.twilio import routes as _twilio_routes
 from server.ws_browser import ws_handler
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ def create_app(settings: Settings, *, providers: Providers | None = None) -> web
     app.add_routes(core.routes)
     _add_optional_routes(app)
     app.router.add_get("/ws/{session_id}", ws_handler, name="ws")
+    app.add_routes(_twilio_routes)
     if STATIC_DIR.is_dir():
         app.router.add_static("/static/", STATIC_DIR, name="static", append_version=False)
     if hub is not None:

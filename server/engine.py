@@ -18,6 +18,7 @@ from pipelines.outbox import Outbox
 from pipelines.ports import CaptureSink, NullObserver, SessionObserver, SessionStore
 from pipelines.registry import Providers, ProviderSettings, build_providers
 from pipelines.session import Session, SessionConfig
+from pipelines.turns import TurnConfig
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -122,9 +123,25 @@ class Engine:
             preroll_ms=s.preroll_ms,
             max_utterance_ms=s.max_utterance_seconds * 1000,
         )
-        return SessionConfig(endpointer=endpointer, **overrides)
+        turns = TurnConfig(
+            end_silence_ms=s.endpoint_silence_ms,
+            finished_silence_ms=s.end_silence_finished_ms,
+            unfinished_silence_ms=s.end_silence_unfinished_ms,
+            speculative_reply=s.speculative_reply,
+            barge_in_min_speech_ms=s.barge_in_min_speech_ms,
+            barge_in_confirm_ms=s.barge_in_confirm_ms,
+            barge_in_min_words=s.barge_in_min_words,
+            barge_in_pause=s.barge_in_pause,
+            **({"backchannels": frozenset(s.backchannel_words)} if s.backchannel_words else {}),
+        )
+        overrides.setdefault("speculate_after_ms", s.speculate_after_ms)
+        overrides.setdefault("echo_vad_aggressiveness", s.echo_vad_aggressiveness)
+        overrides.setdefault("echo_gate_dbfs", s.echo_gate_dbfs)
+        return SessionConfig(endpointer=endpointer, turns=turns, **overrides)
 
-    def open_session(self, session_id: str, outbox: Outbox) -> Session:
+    def open_session(
+        self, session_id: str, outbox: Outbox, config: SessionConfig | None = None
+    ) -> Session:
         p = self.providers
         session = Session(
             session_id,
@@ -134,7 +151,7 @@ class Engine:
             store=self.store,
             captures=self.captures,
             outbox=outbox,
-            config=self.session_config(),
+            config=config or self.session_config(),
             observer=self.observer,
         )
         return session

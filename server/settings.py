@@ -220,6 +220,92 @@ class Settings:
         _int(2, 600),
         default=30,
     )
+    # --- turn-taking (continuous mode, pipelines/turns.py) ----------------------------
+    end_silence_finished_ms: int = _env(
+        "END_SILENCE_FINISHED_MS",
+        "Silence that ends a turn whose transcript reads as a finished sentence.",
+        _int(100, 5000),
+        default=350,
+    )
+    end_silence_unfinished_ms: int = _env(
+        "END_SILENCE_UNFINISHED_MS",
+        "Silence that ends a turn trailing off (and, so, because, um, the...).",
+        _int(100, 5000),
+        default=900,
+    )
+    speculate_after_ms: int = _env(
+        "SPECULATE_AFTER_MS",
+        "Pause after which the transcript (and a held, speculative reply) is started.",
+        _int(20, 5000),
+        default=200,
+    )
+    speculative_reply: bool = _env(
+        "SPECULATIVE_REPLY",
+        "Start the reply during the pause; release it if the turn ends as transcribed.",
+        _bool,
+        default=True,
+    )
+    barge_in_min_speech_ms: int = _env(
+        "BARGE_IN_MIN_SPEECH_MS",
+        "Voiced speech over the agent before anything happens (then its audio pauses).",
+        _int(20, 5000),
+        default=300,
+    )
+    barge_in_confirm_ms: int = _env(
+        "BARGE_IN_CONFIRM_MS",
+        "Voiced speech over the agent that interrupts without a transcript (unless a backchannel).",
+        _int(20, 10000),
+        default=900,
+    )
+    barge_in_min_words: int = _env(
+        "BARGE_IN_MIN_WORDS",
+        "Words (not backchannels, filler or echo) that confirm an interruption; a word of "
+        "intent (stop, wait, what, repeat...) always does.",
+        _int(1, 20),
+        default=3,
+    )
+    barge_in_pause: bool = _env(
+        "BARGE_IN_PAUSE",
+        "Pause the agent's audio while a possible interruption is judged (resumes if not).",
+        _bool,
+        default=True,
+    )
+    backchannel_words: tuple[str, ...] = _env(
+        "BACKCHANNEL_WORDS",
+        "Comma-separated words that never interrupt the agent; empty = the built-in list "
+        "(mhm, uh-huh, yeah, ok, right, ...).",
+        lambda raw: tuple(w.strip().lower() for w in raw.split(",") if w.strip()),
+        default=(),
+    )
+    echo_vad_aggressiveness: int = _env(
+        "ECHO_VAD_AGGRESSIVENESS",
+        "Phone calls: webrtcvad mode while the agent's audio plays (its echo must not barge in).",
+        _int(0, 3),
+        default=3,
+    )
+    echo_gate_dbfs: float = _env(
+        "ECHO_GATE_DBFS",
+        "Phone calls: while the agent plays, frames quieter than this do not count as "
+        "caller speech.",
+        _float(-96.0, 0.0),
+        default=-45.0,
+    )
+    # --- phone (Twilio Media Streams) ----------------------------------------------
+    twilio_auth_token: str = _env(
+        "TWILIO_AUTH_TOKEN", "Checks X-Twilio-Signature on /twilio/* requests.", default=""
+    )
+    twilio_validate_signature: bool = _env(
+        "TWILIO_VALIDATE_SIGNATURE",
+        "Reject unsigned /twilio/* requests (403); `false` only for local testing.",
+        _bool,
+        default=True,
+    )
+    public_url: str = _env(
+        "PUBLIC_URL",
+        "The server's public https URL as Twilio sees it (for signatures and the stream "
+        "URL); empty = from the request's Host and X-Forwarded-Proto.",
+        default="",
+    )
     # --- providers -------------------------------------------------------------------
     anthropic_api_key: str = _env("ANTHROPIC_API_KEY", "Enables the anthropic LLM.", default="")
     openai_api_key: str = _env("OPENAI_API_KEY", "Enables openai LLM/STT/TTS.", default="")

@@ -137,7 +137,16 @@ class WhisperStream:
             task = asyncio.get_running_loop().create_task(
                 self._executor.run(self._holder.transcribe, snapshot)
             )
+            task.add_done_callback(self._speculated)
             self._spec = (len(snapshot), task)
+
+    def _speculated(self, task: asyncio.Task[str]) -> None:
+        """The transcript of the pause is the best interim there is: report it, so that
+        turn-taking can judge the pause (and start a reply) before the turn ends."""
+        if task.cancelled() or task.exception() is not None or self._closed:
+            return
+        if self._spec is not None and self._spec[1] is task and task.result():
+            self._on_interim(task.result())
 
     def unspeculate(self) -> None:
         """The speaker went on: the speculative transcript is stale."""

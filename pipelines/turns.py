@@ -1,0 +1,291 @@
+"""Turn-taking for continuous conversation: when has the caller finished, and when are they
+really interrupting.
+
+A pure state machine in the sans-I/O style of `audio.vad`: the Session feeds it what it
+observes (speech start, one flag per speech frame, interim and final transcripts) and acts on
+the `Act`s it returns. It reads no clock and touches no task, so every rule is tested to the
+frame in tests/unit/test_turns.py.
+
+The rules, each a `TurnConfig` field (settings in server/settings.py):
+
+* End of turn adapts to the words: after a finished sentence ("... the immune system.") the
+  turn ends after `finished_silence_ms`; after a trailing "and", "so", "because", "um", "the"
+  it waits `unfinished_silence_ms`; otherwise `end_silence_ms`. When the recogniser sends a
+  transcript of the pause itself (Whisper's speculative final), the machine waits for it (up
+  to the unfinished threshold) rather than guess.
+* Speculative reply: an interim that arrives during a pause starts the reply, held silent; if
+  the final transcript says the same it is released at once (`COMMIT`), if the caller goes on
+  it is thrown away (`DROP_SPECULATION`).
+* Barge-in: speech while the agent talks is only a candidate. After
+  `barge_in_min_speech_ms` of voiced audio the reply pauses (`PAUSE_REPLY`); the interruption
+  is confirmed (`INTERRUPT`) by `barge_in_min_words` words that are not backchannels, filler
+  or the agent's own words echoed back, by a word of intent ("stop", "wait"), or by voiced
+  speech lasting `barge_in_confirm_ms` that is not a backchannel. A candidate that ends
+  without that (a cough, a noise burst, "mhm", echo) is dismissed and the reply resumes
+  (`RESUME_REPLY`): nothing of it is lost.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field
+
+#: Acknowledgements that keep the floor with the speaker.
+DEFAULT_BACKCHANNELS: frozenset[str] = frozenset(
+    "mhm mm mmm hmm hm mhmm uh-huh uh huh mm-hmm yeah yep yes ya ok okay right sure alright "
+    "aha ah oh i see got it cool nice wow great exactly true".split()
+)
+#: Words that alone mean "let me speak" even when the utterance is short.
+INTENT_WORDS: frozenset[str] = frozenset(
+    """stop wait hold hang pause sorry excuse pardon no nope actually but what why how
+    repeat again explain tell mean slow slower louder""".split()
+)
+#: Function words: on their own they carry no intent (and recognisers hallucinate them on
+#: hums and noise), so they do not count towards `barge_in_min_words`.
+FUNCTION_WORDS: frozenset[str] = frozenset(
+    """a an the and or so of to in on at it its is be was were are am i you he she we they
+    me him her us them my your this that there then um uh er erm ah like just""".split()
+)
+#: A turn that ends on one of these is probably not finished.
+TRAILING_WORDS: frozenset[str] = frozenset(
+    """and so because but or um uh er erm the a an of to with for in on at from my your his
+    her their our is are was were if than then like which that who when where while about
+    into as also plus cause""".split()
+)
+_WORD = re.compile(r"[a-z0-9]+(?:['-][a-z0-9]+)*")
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+class Completion(enum.Enum):
+    FINISHED = "finished"
+    UNFINISHED = "unfinished"
+    UNKNOWN = "unknown"
+
+
+def completion(text: str) -> Completion:
+    """Does the transcript read like a finished thought?"""
+    stripped = text.strip()
+    ws = words(stripped)
+    if not ws:
+        return Completion.UNKNOWN
+    if ws[-1] in TRAILING_WORDS or stripped.endswith(("...", "…", ",", "-")):
+        return Completion.UNFINISHED
+    if stripped.endswith((".", "?", "!")):
+        return Completion.FINISHED
+    return Completion.UNKNOWN
+
+
+class Act(enum.Enum):
+    """What the Session must do."""
+
+    #: Stop releasing reply audio (already sent audio plays out): the caller may be barging in.
+    PAUSE_REPLY = "pause_reply"
+    #: The candidate interruption was not one: release the reply's audio again.
+    RESUME_REPLY = "resume_reply"
+    #: Confirmed barge-in: cancel the reply, drop its audio, keep what was heard.
+    INTERRUPT = "interrupt"
+    #: The caller has finished: end the utterance and finalize its transcript.
+    END_TURN = "end_turn"
+    #: Start a held reply on `Utterance.speculated`.
+    SPECULATE = "speculate"
+    #: The held reply is stale (the caller went on, or the final differs): cancel it.
+    DROP_SPECULATION = "drop_speculation"
+    #: The final transcript is a new turn: answer it.
+    RESPOND = "respond"
+    #: The held reply was right: release it.
+    COMMIT = "commit"
+    #: Not a turn (noise, backchannel, echo): answer nothing.
+    DISMISS = "dismiss"
+
+
+@dataclass(slots=True)
+class TurnConfig:
+    end_silence_ms: int = 500
+    finished_silence_ms: int = 350
+    unfinished_silence_ms: int = 900
+    #: Pause after which the recogniser is asked for a transcript (speculation).
+    speculate_after_ms: int = 200
+    speculative_reply: bool = True
+    barge_in_min_speech_ms: int = 300
+    barge_in_confirm_ms: int = 900
+    barge_in_min_words: int = 3
+    barge_in_pause: bool = True
+    #: The recogniser transcribes each pause (Whisper's speculative final): wait for it.
+    transcript_on_pause: bool = False
+    frame_ms: int = 20
+    backchannels: frozenset[str] = field(default_factory=lambda: DEFAULT_BACKCHANNELS)
+
+    def __post_init__(self) -> None:
+        for name in ("end_silence_ms", "finished_silence_ms", "unfinished_silence_ms"):
+            if getattr(self, name) < self.frame_ms:
+                raise ValueError(f"{name} must be at least frame_ms ({self.frame_ms})")
+        if self.barge_in_min_words < 1:
+            raise ValueError("barge_in_min_words must be at least 1")
+
+    @property
+    def longest_silence_ms(self) -> int:
+        return max(self.end_silence_ms, self.finished_silence_ms, self.unfinished_silence_ms)
+
+
+@dataclass(slots=True, eq=False)
+class Utterance:
+    """One stretch of caller speech, from VAD start to its final transcript."""
+
+    #: The agent was talking (or about to) when it began: a candidate interruption.
+    during_reply: bool
+    voiced_ms: int = 0
+    text: str = ""
+    paused: bool = False
+    confirmed: bool = False
+    in_pause: bool = False
+    pause_text_pending: bool = False
+    speculated: str | None = None
+    ended: bool = False
+
+    @property
+    def candidate(self) -> bool:
+        return self.during_reply and not self.confirmed
+
+
+class TurnTaker:
+    def __init__(self, config: TurnConfig | None = None) -> None:
+        self.config = config or TurnConfig()
+        self.current: Utterance | None = None
+        #: The agent's words so far in the current reply, to recognise its echo.
+        self._agent_words: set[str] = set()
+
+    # ------------------------------------------------------------------ agent side
+    def agent_said(self, text: str) -> None:
+        """The agent's current reply text (called as it grows); echoes of it are ignored."""
+        self._agent_words = set(words(text))
+
+    # ------------------------------------------------------------------- user side
+    def speech_started(self, agent_busy: bool, voiced_ms: int = 0) -> tuple[Utterance, list[Act]]:
+        """VAD start. `agent_busy`: a reply is being generated or is still playing.
+
+        Returns the new utterance and, if a held reply of the previous utterance was pending,
+        `DROP_SPECULATION` (the caller went on before it was committed).
+        """
+        acts: list[Act] = []
+        previous = self.current
+        if previous is not None and previous.speculated is not None:
+            previous.speculated = None
+            acts.append(Act.DROP_SPECULATION)
+        utt = Utterance(during_reply=agent_busy, voiced_ms=voiced_ms)
+        self.current = utt
+        return utt, acts
+
+    def frame(self, voiced: bool, silence_ms: float) -> list[Act]:
+        """One speech frame; `silence_ms` is the unvoiced time since the last voiced frame."""
+        utt = self.current
+        if utt is None or utt.ended:
+            return []
+        cfg = self.config
+        acts: list[Act] = []
+        if voiced:
+            utt.voiced_ms += cfg.frame_ms
+        if silence_ms == 0:
+            if utt.in_pause:  # the caller went on
+                utt.in_pause = False
+                utt.pause_text_pending = False
+                if utt.speculated is not None:
+                    utt.speculated = None
+                    acts.append(Act.DROP_SPECULATION)
+        elif silence_ms >= cfg.speculate_after_ms and not utt.in_pause:
+            utt.in_pause = True
+            utt.pause_text_pending = cfg.transcript_on_pause and not utt.candidate
+        if utt.candidate:
+            if (
+                cfg.barge_in_pause
+                and not utt.paused
+                and utt.voiced_ms >= cfg.barge_in_min_speech_ms
+            ):
+                utt.paused = True
+                acts.append(Act.PAUSE_REPLY)
+            if utt.voiced_ms >= cfg.barge_in_confirm_ms and not self._dismissable(utt.text):
+                acts.extend(self._confirm(utt))
+        if silence_ms >= self.end_threshold_ms(utt):
+            utt.ended = True
+            self.current = utt if utt.speculated is not None else None
+            acts.append(Act.END_TURN)
+        return acts
+
+    def interim(self, text: str) -> list[Act]:
+        utt = self.current
+        if utt is None or utt.ended or not text.strip():
+            return []
+        utt.text = text
+        if utt.in_pause:
+            utt.pause_text_pending = False
+        if utt.candidate:
+            if utt.voiced_ms >= self.config.barge_in_min_speech_ms and self._wants_floor(text):
+                return self._confirm(utt)
+            return []
+        if utt.in_pause and self.config.speculative_reply:
+            if utt.speculated is not None and words(utt.speculated) == words(text):
+                return []
+            acts = [Act.DROP_SPECULATION] if utt.speculated is not None else []
+            utt.speculated = text
+            return [*acts, Act.SPECULATE]
+        return []
+
+    def ended(self, utt: Utterance) -> None:
+        """The utterance ended by the endpointer's own limit (or by force)."""
+        utt.ended = True
+        if self.current is utt and utt.speculated is None:
+            self.current = None
+
+    def final(self, utt: Utterance, text: str) -> list[Act]:
+        """The final transcript of an ended utterance: what is it?"""
+        if self.current is utt:
+            self.current = None
+        speculated, utt.speculated = utt.speculated, None
+        drop = [Act.DROP_SPECULATION] if speculated is not None else []
+        if utt.candidate:
+            if self._wants_floor(text):
+                return [*drop, *self._confirm(utt), Act.RESPOND]
+            return [*drop, Act.RESUME_REPLY, Act.DISMISS] if utt.paused else [*drop, Act.DISMISS]
+        if not words(text):
+            return [*drop, Act.DISMISS]
+        if speculated is not None and words(speculated) == words(text):
+            return [Act.COMMIT]
+        return [*drop, Act.RESPOND]
+
+    # ------------------------------------------------------------------- decisions
+    def end_threshold_ms(self, utt: Utterance) -> int:
+        cfg = self.config
+        if utt.candidate:
+            return cfg.end_silence_ms
+        if utt.pause_text_pending:
+            return cfg.unfinished_silence_ms
+        done = completion(utt.text)
+        if done is Completion.FINISHED:
+            return cfg.finished_silence_ms
+        if done is Completion.UNFINISHED:
+            return cfg.unfinished_silence_ms
+        return cfg.end_silence_ms
+
+    def content_words(self, text: str) -> list[str]:
+        """Words that say something: not backchannels, filler or the agent's own echo."""
+        skip = self.config.backchannels | FUNCTION_WORDS
+        return [w for w in words(text) if w not in skip and w not in self._agent_words]
+
+    def _wants_floor(self, text: str) -> bool:
+        ws = words(text)
+        if any(w in INTENT_WORDS and w not in self._agent_words for w in ws):
+            return True
+        return len(self.content_words(text)) >= self.config.barge_in_min_words
+
+    def _dismissable(self, text: str) -> bool:
+        """A transcript so far that is only backchannel, filler or echo (empty = not known)."""
+        return bool(words(text)) and not self._wants_floor(text)
+
+    @staticmethod
+    def _confirm(utt: Utterance) -> list[Act]:
+        utt.confirmed = True
+        utt.paused = False
+        return [Act.INTERRUPT]

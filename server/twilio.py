@@ -1,0 +1,95 @@
+"""Twilio voice webhook: `POST /twilio/voice` answers a call with TwiML that connects it to a
+bidirectional Media Stream at `/twilio/stream` (handled in server/twilio_stream.py).
+
+Every /twilio/* request must carry a valid `X-Twilio-Signature` (HMAC of the URL Twilio
+called and its POST parameters, keyed with TWILIO_AUTH_TOKEN), so that only Twilio can open
+phone sessions. `TWILIO_VALIDATE_SIGNATURE=false` turns the check off for local testing.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from twilio.request_validator import RequestValidator
+from twilio.twiml.voice_response import Connect, Stream, VoiceResponse
+
+from server.appkeys import SETTINGS
+from server.http_errors import ApiError
+from server.settings import Settings
+from server.twilio_stream import stream_handler
+
+log = logging.getLogger(__name__)
+
+routes = web.RouteTableDef()
+
+STREAM_PATH = "/twilio/stream"
+#: Twilio's parameter values are short; anything longer is not from Twilio.
+_MAX_PARAM = 256
+
+
+def public_base(request: web.Request, settings: Settings) -> str:
+    """The server's base URL as the caller (Twilio) sees it, e.g. https://voice.example.com."""
+    if settings.public_url:
+        return settings.public_url.rstrip("/")
+    proto = request.headers.get("X-Forwarded-Proto", request.scheme).split(",")[0].strip()
+    host = request.headers.get("X-Forwarded-Host", request.host).split(",")[0].strip()
+    return f"{proto}://{host}"
+
+
+def ws_base(http_base: str) -> str:
+    if http_base.startswith("https://"):
+        return "wss://" + http_base[len("https://") :]
+    if http_base.startswith("http://"):
+        return "ws://" + http_base[len("http://") :]
+    return http_base
+
+
+def check_signature(
+    request: web.Request, url: str, params: dict[str, str], settings: Settings
+) -> None:
+    """Raise 403 unless the request is signed by Twilio (or the check is switched off)."""
+    if not settings.twilio_validate_signature:
+        return
+    if not settings.twilio_auth_token:
+        raise ApiError(
+            403,
+            "twilio_not_configured",
+            "TWILIO_AUTH_TOKEN is not set, so Twilio requests cannot be verified "
+            "(set it, or TWILIO_VALIDATE_SIGNATURE=false for local testing)",
+        )
+    signature = request.headers.get("X-Twilio-Signature", "")
+    if not signature or not RequestValidator(settings.twilio_auth_token).validate(
+        url, params, signature
+    ):
+        log.warning("rejected twilio request with a bad signature", extra={"path": request.path})
+        raise ApiError(403, "invalid_signature", "X-Twilio-Signature does not match this request")
+
+
+@routes.post("/twilio/voice")
+async def voice(request: web.Request) -> web.Response:
+    """Answer an incoming call: connect it to our Media Streams endpoint."""
+    settings = request.app[SETTINGS]
+    form = await request.post()
+    params = {k: v for k, v in form.items() if isinstance(v, str)}
+    base = public_base(request, settings)
+    check_signature(request, base + request.path_qs, params, settings)
+    call_sid = params.get("CallSid", "")[:_MAX_PARAM]
+    response = VoiceResponse()
+    connect = Connect()
+    stream = Stream(url=ws_base(base) + STREAM_PATH)
+    stream.parameter(name="callSid", value=call_sid)
+    if params.get("From"):
+        stream.parameter(name="from", value=params["From"][:_MAX_PARAM])
+    connect.append(stream)
+    response.append(connect)
+    log.info("twilio call answered", extra={"call_sid": call_sid})
+    return web.Response(text=str(response), content_type="text/xml")
+
+
+@routes.get(STREAM_PATH)
+async def stream(request: web.Request) -> web.StreamResponse:
+    settings = request.app[SETTINGS]
+    url = ws_base(public_base(request, settings)) + request.path_qs
+    check_signature(request, url, {}, settings)
+    return await stream_handler(request)

@@ -1,0 +1,213 @@
+"""The turn-taking state machine, frame by frame: adaptive end of turn, speculation,
+barge-in confirmation, backchannels, noise and echo."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipelines.turns import Act, Completion, TurnConfig, TurnTaker, completion
+
+FRAME = 20
+
+
+def run(tt: TurnTaker, pattern: str) -> list[tuple[int, Act]]:
+    """Feed frames: 'v' voiced, '.' unvoiced. Returns (frame index, act) for every act."""
+    out: list[tuple[int, Act]] = []
+    silence = 0
+    for i, ch in enumerate(pattern):
+        voiced = ch == "v"
+        silence = 0 if voiced else silence + FRAME
+        out.extend((i, act) for act in tt.frame(voiced, silence))
+        if out and out[-1][1] is Act.END_TURN:
+            break
+    return out
+
+
+def end_frame(acts: list[tuple[int, Act]]) -> int:
+    return next(i for i, a in acts if a is Act.END_TURN)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("I learned how vaccines train the immune system.", Completion.FINISHED),
+        ("What is spaced repetition?", Completion.FINISHED),
+        ("I was reading about black holes and", Completion.UNFINISHED),
+        ("So I think um.", Completion.UNFINISHED),  # Whisper puts a period on anything
+        ("The reason is because...", Completion.UNFINISHED),
+        ("it goes like this,", Completion.UNFINISHED),
+        ("spaced repetition", Completion.UNKNOWN),
+        ("", Completion.UNKNOWN),
+    ],
+)
+def test_completion_reads_the_transcript(text, expected):
+    assert completion(text) is expected
+
+
+def test_end_of_turn_adapts_to_the_words():
+    cfg = TurnConfig(end_silence_ms=500, finished_silence_ms=300, unfinished_silence_ms=900)
+    ends = {}
+    for name, text in (
+        ("finished", "That is how vaccines work."),
+        ("unfinished", "I was reading about black holes and"),
+        ("unknown", "black holes"),
+    ):
+        tt = TurnTaker(cfg)
+        tt.speech_started(agent_busy=False)
+        run(tt, "v" * 20)
+        tt.interim(text)
+        acts = run(tt, "." * 100)
+        ends[name] = (end_frame(acts) + 1) * FRAME
+    assert ends == {"finished": 300, "unfinished": 900, "unknown": 500}
+
+
+def test_waits_for_the_transcript_of_the_pause_when_the_recogniser_sends_one():
+    cfg = TurnConfig(finished_silence_ms=300, transcript_on_pause=True, speculate_after_ms=200)
+    tt = TurnTaker(cfg)
+    utt, _ = tt.speech_started(agent_busy=False)
+    run(tt, "v" * 20)
+    # No transcript of the pause yet: no end at the default 500 ms.
+    acts = run(tt, "." * 30)
+    assert Act.END_TURN not in [a for _, a in acts] and utt.pause_text_pending
+    # It arrives (a finished sentence): the turn ends on the next frame.
+    acts = tt.interim("That is the whole idea.")
+    assert acts == [Act.SPECULATE] and utt.speculated == "That is the whole idea."
+    silence = 31 * FRAME
+    assert tt.frame(False, silence) == [Act.END_TURN]
+
+
+def test_speculative_reply_is_committed_when_the_final_matches():
+    tt = TurnTaker(TurnConfig(speculate_after_ms=200))
+    utt, _ = tt.speech_started(agent_busy=False)
+    run(tt, "v" * 20 + "." * 11)
+    assert tt.interim("Photosynthesis makes sugar.") == [Act.SPECULATE]
+    assert tt.interim("Photosynthesis makes sugar") == []  # same words: keep it
+    acts = run(tt, "." * 30)
+    assert acts[-1][1] is Act.END_TURN
+    assert tt.final(utt, "photosynthesis makes sugar.") == [Act.COMMIT]
+
+
+def test_speculation_is_dropped_when_the_caller_goes_on():
+    tt = TurnTaker(TurnConfig(speculate_after_ms=200, unfinished_silence_ms=900))
+    utt, _ = tt.speech_started(agent_busy=False)
+    run(tt, "v" * 20 + "." * 11)
+    assert tt.interim("I was reading about black holes and") == [Act.SPECULATE]
+    acts = run(tt, "." * 10 + "v")  # 420 ms pause, then more words
+    assert [a for _, a in acts] == [Act.DROP_SPECULATION]
+    run(tt, "v" * 30)
+    tt.interim("I was reading about black holes and they evaporate.")
+    run(tt, "." * 40)
+    assert tt.final(utt, "I was reading about black holes and they evaporate.") == [Act.RESPOND]
+
+
+def test_a_final_that_differs_from_the_speculation_starts_a_fresh_reply():
+    tt = TurnTaker(TurnConfig(speculate_after_ms=200))
+    utt, _ = tt.speech_started(agent_busy=False)
+    run(tt, "v" * 20 + "." * 11)
+    tt.interim("Black holes.")
+    run(tt, "." * 40)
+    assert tt.final(utt, "Black holes evaporate.") == [Act.DROP_SPECULATION, Act.RESPOND]
+
+
+def test_new_speech_drops_a_pending_speculation_of_the_ended_turn():
+    tt = TurnTaker(TurnConfig(speculate_after_ms=200))
+    utt, _ = tt.speech_started(agent_busy=False)
+    run(tt, "v" * 20 + "." * 11)
+    tt.interim("Black holes.")
+    run(tt, "." * 40)
+    _, acts = tt.speech_started(agent_busy=False)
+    assert acts == [Act.DROP_SPECULATION]
+    assert tt.final(utt, "Black holes.") == [Act.RESPOND]  # the session carries it over
+
+
+def test_barge_in_pauses_then_confirms_after_enough_voiced_speech():
+    cfg = TurnConfig(barge_in_min_speech_ms=300, barge_in_confirm_ms=900)
+    tt = TurnTaker(cfg)
+    utt, _ = tt.speech_started(agent_busy=True, voiced_ms=120)
+    acts = run(tt, "v" * 60)
+    # 120 ms at start + 9 frames = 300 ms: pause; 39 frames more = 900 ms: interrupt.
+    assert acts == [(8, Act.PAUSE_REPLY), (38, Act.INTERRUPT)]
+    assert utt.confirmed and not utt.candidate
+
+
+def test_short_speech_over_the_agent_does_nothing():
+    tt = TurnTaker(TurnConfig(barge_in_min_speech_ms=300))
+    utt, _ = tt.speech_started(agent_busy=True, voiced_ms=120)
+    acts = run(tt, "v" * 5 + "." * 40)  # a cough: 220 ms voiced
+    assert [a for _, a in acts] == [Act.END_TURN]
+    assert tt.final(utt, "") == [Act.DISMISS]
+
+
+def test_noise_without_words_resumes_the_reply():
+    tt = TurnTaker(TurnConfig(barge_in_min_speech_ms=300, barge_in_confirm_ms=900))
+    utt, _ = tt.speech_started(agent_busy=True, voiced_ms=120)
+    acts = run(tt, "v" * 15 + "." * 40)  # 420 ms of loud noise
+    assert [a for _, a in acts] == [Act.PAUSE_REPLY, Act.END_TURN]
+    assert tt.final(utt, "") == [Act.RESUME_REPLY, Act.DISMISS]
+
+
+@pytest.mark.parametrize("said", ["Mhm.", "Uh-huh.", "yeah yeah", "Okay, right.", "I see."])
+def test_backchannels_do_not_interrupt(said):
+    tt = TurnTaker(TurnConfig())
+    utt, _ = tt.speech_started(agent_busy=True, voiced_ms=120)
+    run(tt, "v" * 25)
+    assert tt.interim(said) == []
+    assert tt.final(utt, said) == [Act.RESUME_REPLY, Act.DISMISS]
+
+
+def test_a_long_backchannel_transcript_blocks_the_duration_rule():
+    tt = TurnTaker(TurnConfig(barge_in_confirm_ms=900))
+    tt.speech_started(agent_busy=True, voiced_ms=120)
+    run(tt, "v" * 20)
+    tt.interim("Yeah, yeah, okay.")
+    acts = run(tt, "v" * 40)
+    assert Act.INTERRUPT not in [a for _, a in acts]
+
+
+def test_words_of_intent_or_enough_content_words_confirm_early():
+    for text in ("Wait, what?", "Stop.", "tell me about the moon landing"):
+        tt = TurnTaker(TurnConfig(barge_in_min_words=3))
+        tt.speech_started(agent_busy=True, voiced_ms=120)
+        run(tt, "v" * 10)
+        assert tt.interim(text) == [Act.INTERRUPT], text
+    tt = TurnTaker(TurnConfig(barge_in_min_words=3))
+    tt.speech_started(agent_busy=True, voiced_ms=120)
+    run(tt, "v" * 10)
+    assert tt.interim("and make a check") == []  # a hum mis-heard as filler words
+
+
+def test_the_agents_own_words_echoed_back_do_not_interrupt():
+    tt = TurnTaker(TurnConfig(barge_in_min_words=2))
+    tt.agent_said("So the key idea is spaced repetition. Why do you think that works?")
+    utt, _ = tt.speech_started(agent_busy=True, voiced_ms=120)
+    run(tt, "v" * 20)
+    assert tt.interim("the key idea is spaced repetition why") == []
+    assert tt.final(utt, "key idea spaced repetition") == [Act.RESUME_REPLY, Act.DISMISS]
+    # A real interruption that shares a word with the reply still counts its own words.
+    tt.speech_started(agent_busy=True, voiced_ms=120)
+    run(tt, "v" * 20)
+    assert tt.interim("repetition sounds boring honestly") == [Act.INTERRUPT]
+
+
+def test_a_short_real_interruption_ends_as_a_new_turn():
+    tt = TurnTaker(TurnConfig())
+    utt, _ = tt.speech_started(agent_busy=True, voiced_ms=120)
+    run(tt, "v" * 20 + "." * 30)
+    assert tt.final(utt, "Hold on.") == [Act.INTERRUPT, Act.RESPOND]
+
+
+def test_candidate_turns_end_on_the_default_silence_whatever_the_words():
+    cfg = TurnConfig(end_silence_ms=500, unfinished_silence_ms=900)
+    tt = TurnTaker(cfg)
+    tt.speech_started(agent_busy=True, voiced_ms=120)
+    run(tt, "v" * 10)
+    tt.interim("um and")
+    acts = run(tt, "." * 60)
+    assert (end_frame(acts) - 0 + 1) * FRAME == 500
+
+
+def test_config_is_validated():
+    with pytest.raises(ValueError):
+        TurnConfig(finished_silence_ms=10)
+    with pytest.raises(ValueError):
+        TurnConfig(barge_in_min_words=0)
