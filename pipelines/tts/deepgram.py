@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from deepgram import AsyncDeepgramClient
 
 from pipelines import resilience as rz
-from pipelines.stt.deepgram import environment_for
+from pipelines.stt.deepgram import environment_for, fast_headers
 from pipelines.tts.pcm import aligned as _aligned
 
 DEFAULT_MODEL = "aura-2-thalia-en"
@@ -33,11 +33,13 @@ class DeepgramTTS:
         self.model = model
         self.sample_rate = sample_rate
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(idle_timeout, connect=connect_timeout))
-        self._client = AsyncDeepgramClient(
-            api_key=api_key,
-            environment=environment_for(base_url),
-            httpx_client=self._http,
-            max_retries=0,
+        self._client = fast_headers(
+            AsyncDeepgramClient(
+                api_key=api_key,
+                environment=environment_for(base_url),
+                httpx_client=self._http,
+                max_retries=0,
+            )
         )
 
     async def synthesize(self, text: str) -> AsyncIterator[bytes]:
