@@ -54,9 +54,11 @@ class HybridStore:
         embedder: Embedder | None,
         cache_size: int = 512,
         cache_ttl: float = 5.0,
+        auto_index: bool = True,
     ) -> None:
         self.backend = backend
         self.embedder = embedder
+        self.auto_index = auto_index
         self.name = backend.name
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
         self._cache: OrderedDict[tuple[Any, ...], tuple[int, float, list[SearchHit]]] = (

@@ -114,9 +114,7 @@ class PostgresCaptureStore:
     async def write_batch(self, captures: Sequence[Capture]) -> None:
         if not captures:
             return
-        rows = [capture_row(c) for c in captures]
-        cols: list[list[Any]] = [list(col) for col in zip(*rows, strict=True)]
-        cols[2] = [datetime.fromtimestamp(t, UTC) for t in cols[2]]
+        cols = await asyncio.to_thread(_columns, list(captures))  # CPU: off the loop
         async with self._conn() as conn:
             await conn.execute(
                 "INSERT INTO captures "
@@ -271,6 +269,14 @@ class PostgresCaptureStore:
         if self._pool is None:
             raise RuntimeError("Postgres store is not started")
         return self._pool.acquire(timeout=CONNECT_TIMEOUT)
+
+
+def _columns(captures: list[Capture]) -> list[list[Any]]:
+    """Batch as column arrays for unnest(): cleaned text, JSON metadata, timestamptz."""
+    rows = [capture_row(c) for c in captures]
+    cols: list[list[Any]] = [list(col) for col in zip(*rows, strict=True)]
+    cols[2] = [datetime.fromtimestamp(t, UTC) for t in cols[2]]
+    return cols
 
 
 def _filters(query: SearchQuery, first: int) -> tuple[str, list[Any]]:

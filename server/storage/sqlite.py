@@ -73,6 +73,7 @@ class SQLiteCaptureStore:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._conn: sqlite3.Connection | None = None
         self._vectors: dict[str, VectorIndex] = {}
+        self._embedded_upto = 0  # every capture with id <= this has a vector
 
     # --- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -117,12 +118,12 @@ class SQLiteCaptureStore:
 
     # --- writes ----------------------------------------------------------------------
     async def write_batch(self, captures: Sequence[Capture]) -> None:
-        rows = [capture_row(c) for c in captures]
-        if rows:
-            await self._run(self._insert, rows)
+        if captures:
+            await self._run(self._insert, list(captures))
 
     @staticmethod
-    def _insert(db: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    def _insert(db: sqlite3.Connection, captures: list[Capture]) -> None:
+        rows = [capture_row(c) for c in captures]  # serialising is CPU: not on the loop
         db.execute("BEGIN IMMEDIATE")
         try:
             db.executemany(
@@ -205,13 +206,17 @@ class SQLiteCaptureStore:
 
     # --- embeddings (filled by the indexer, read by the vector index) -------------------
     async def pending_embeddings(self, limit: int) -> list[tuple[int, str]]:
-        """Captures with no vector yet, oldest first: (id, text to embed)."""
+        """Captures with no vector yet, oldest first: (id, text to embed).
+
+        One indexer embeds in id order, so everything below the highest id saved is done:
+        starting there keeps this query cheap however many captures are embedded."""
         sql = (
             "SELECT c.id, c.user_text, c.agent_text FROM captures c "
-            "LEFT JOIN capture_vectors v ON v.id = c.id WHERE v.id IS NULL "
+            "LEFT JOIN capture_vectors v ON v.id = c.id WHERE v.id IS NULL AND c.id > ? "
             "ORDER BY c.id LIMIT ?"
         )
-        rows = await self._run(lambda db: db.execute(sql, (limit,)).fetchall())
+        after = self._embedded_upto
+        rows = await self._run(lambda db: db.execute(sql, (after, limit)).fetchall())
         return [(r[0], f"{r[1]}\n{r[2]}") for r in rows]
 
     async def save_embeddings(self, model: str, items: Sequence[tuple[int, np.ndarray]]) -> None:
@@ -231,6 +236,7 @@ class SQLiteCaptureStore:
 
         if rows:
             await self._run(write)
+            self._embedded_upto = max(self._embedded_upto, max(i for i, _, _ in rows))
 
     async def vector_search(
         self, vector: np.ndarray, query: SearchQuery, k: int, model: str

@@ -150,3 +150,19 @@ async def test_database_down_mid_stream_then_back_exactly_once(dsn: str, tmp_pat
     finally:
         await writer.close()
         await store.close()
+
+
+async def test_factory_builds_the_postgres_stack(dsn: str, tmp_path: Path) -> None:
+    from test_storage_support import storage_settings
+
+    from server.storage.factory import close_storage, open_storage
+
+    storage = await open_storage(storage_settings(tmp_path, database_url=dsn))
+    try:
+        assert storage.captures.name == "postgres"
+        storage.writer.submit(Capture("fac", "Factory made capture", "ok", time.time()))
+    finally:
+        await close_storage(storage)  # the clean shutdown flushes it
+    conn = await asyncpg.connect(dsn)
+    assert await conn.fetchval("SELECT count(*) FROM captures WHERE session_id = 'fac'") == 1
+    await conn.close()
