@@ -109,6 +109,7 @@ class PhoneCall:
         self._tasks: list[asyncio.Task[None]] = []
         self._mark_wakeup = asyncio.Event()
         self._got_media = asyncio.Event()
+        self._acked = asyncio.Event()
 
     # ----------------------------------------------------------------- life cycle
     async def __aenter__(self) -> PhoneCall:
@@ -196,6 +197,17 @@ class PhoneCall:
                 if now - last >= quiet and now >= self._play_end:
                     return
                 await asyncio.sleep(0.05)
+
+    async def wait_reply_played(self, after: float, timeout: float = 30.0) -> str:
+        """Wait until a whole reply (its `t<turn>-end` mark) has played after `after`;
+        returns the mark's name."""
+        async with asyncio.timeout(timeout):
+            while True:
+                for t, name in self.rx.acks:
+                    if t > after and name.endswith("-end"):
+                        return name
+                self._acked.clear()
+                await self._acked.wait()
 
     @property
     def playing(self) -> bool:
@@ -302,6 +314,7 @@ class PhoneCall:
                 continue
             self._pending_marks.popleft()
             self.rx.acks.append((time.monotonic(), name))
+            self._acked.set()
             await self._send(
                 {
                     "event": "mark",

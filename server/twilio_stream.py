@@ -4,7 +4,8 @@ Twilio sends JSON text frames: `connected`, `start` (streamSid, callSid, customP
 `media` (base64 G.711 mu-law, 8 kHz, 20 ms), `mark` (a mark we sent has been played),
 `dtmf` and `stop`. We send `media` (the agent's voice, 20 ms mu-law payloads), a `mark`
 after every chunk (named `t<turn>-<ms>`: the echo tells the Session how much of the reply
-the caller has heard) and `clear` on barge-in, so the caller stops hearing the agent at once.
+the caller has heard; `t<turn>-end` after a reply's last chunk) and `clear` on barge-in,
+so the caller stops hearing the agent at once.
 
 The session id derives from the CallSid, so the call's captures and context are found under
 `call-<CallSid>`. Anything malformed is logged and ignored: a phone call never dies of it.
@@ -26,7 +27,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from audio.mulaw import mulaw_decode, mulaw_encode
-from pipelines.events import AudioFrame, Interrupted
+from pipelines.events import AudioEnd, AudioFrame, Interrupted
 from pipelines.outbox import Outbox, OutboxOverflow
 from pipelines.session import Session
 from server.appkeys import ADMIN, ENGINE
@@ -38,7 +39,7 @@ PAYLOAD_BYTES = 160  # 20 ms of mu-law at 8 kHz
 #: A Twilio media payload is 20 ms (160 bytes); more than a second of audio is not Twilio.
 MAX_PAYLOAD_BYTES = 8000
 _ID_CHARS = re.compile(r"[^A-Za-z0-9_-]")
-_MARK = re.compile(r"^t(\d{1,9})-(\d{1,9})$")
+_MARK = re.compile(r"^t(\d{1,9})-(\d{1,9}|end)$")
 CLOSE_UNAVAILABLE = 4503
 
 
@@ -214,7 +215,8 @@ class TwilioCall:
         if found is None:
             self._ignore("mark with an unknown name")
             return
-        session.playback_acked(int(found.group(1)), int(found.group(2)) / 1000)
+        if found.group(2) != "end":
+            session.playback_acked(int(found.group(1)), int(found.group(2)) / 1000)
 
     async def _hang_up(self, session: Session) -> None:
         """The caller hung up: remember what they heard of an unfinished reply."""
@@ -238,6 +240,9 @@ class TwilioCall:
                     if event.turn_id in cleared:
                         continue
                     await self._send_audio(event, sent_ms)
+                elif isinstance(event, AudioEnd) and event.turn_id not in cleared:
+                    # The reply is complete: its echo tells the caller side it finished playing.
+                    await self._send_mark(f"t{event.turn_id}-end")
                 elif isinstance(event, Interrupted):
                     cleared.add(event.turn_id)
                     await self._send({"event": "clear", "streamSid": self.stream_sid})
@@ -257,13 +262,10 @@ class TwilioCall:
             )
         total = sent_ms.get(frame.turn_id, 0.0) + len(ulaw) * 1000 / RATE
         sent_ms[frame.turn_id] = total
-        await self._send(
-            {
-                "event": "mark",
-                "streamSid": self.stream_sid,
-                "mark": {"name": f"t{frame.turn_id}-{round(total)}"},
-            }
-        )
+        await self._send_mark(f"t{frame.turn_id}-{round(total)}")
+
+    async def _send_mark(self, name: str) -> None:
+        await self._send({"event": "mark", "streamSid": self.stream_sid, "mark": {"name": name}})
 
     async def _send(self, message: dict[str, Any]) -> None:
         await self.ws.send_str(json.dumps(message, separators=(",", ":")))
