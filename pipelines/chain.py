@@ -148,6 +148,14 @@ class _Chain:
         self.observer.provider_error(self.stage, member.name, err.kind)
         return err
 
+    def first_output(self, member: Member, started: float) -> None:
+        """A provider produced its first output: it serves this call. Its latency goes to
+        the observer's optional `provider_latency(stage, provider, seconds)`."""
+        self.last_provider = member.name
+        report = getattr(self.observer, "provider_latency", None)
+        if report is not None:
+            report(self.stage, member.name, time.perf_counter() - started)
+
     def fell_back(self, src: Member, dst: Member) -> None:
         log.info(
             "%s falling back from %s to %s", self.stage, src.name, dst.name,
@@ -196,6 +204,7 @@ class LLMChain(_Chain):
             while True:
                 sent = False
                 settled = False
+                started = time.perf_counter()
                 agen = member.provider.stream(user_text, history)
                 try:
                     async with contextlib.aclosing(agen):
@@ -209,7 +218,7 @@ class LLMChain(_Chain):
                                 continue
                             timeout = self.policy.idle_timeout
                             if not sent:
-                                self.last_provider = member.name
+                                self.first_output(member, started)
                             sent = True
                             yield delta
                     if not sent:
@@ -258,6 +267,7 @@ class TTSChain(_Chain):
                 sent = False
                 settled = False
                 conv = StreamResampler(int(member.provider.sample_rate), rate, quality="MQ")
+                started = time.perf_counter()
                 agen = member.provider.synthesize(text)
                 try:
                     async with contextlib.aclosing(agen):
@@ -271,7 +281,7 @@ class TTSChain(_Chain):
                             pcm = conv.process(chunk)
                             if pcm:
                                 if not sent:
-                                    self.last_provider = member.name
+                                    self.first_output(member, started)
                                 sent = True
                                 yield pcm
                     tail = conv.flush()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -124,6 +125,7 @@ class ChainSTTStream:
                 timeout = chain.policy.finalize_timeout
                 if self._is_last(active.member, tried):
                     timeout *= LAST_RESORT_FACTOR
+                started = time.perf_counter()
                 try:
                     async with asyncio.timeout(timeout):
                         text = await active.stream.finalize()
@@ -137,7 +139,7 @@ class ChainSTTStream:
                     self._unfed = bool(self._utt)
                     continue
                 active.member.breaker.record_success()
-                chain.last_provider = active.member.name
+                chain.first_output(active.member, started)
                 self._return_to_preferred()
                 return str(text)
         finally:

@@ -18,6 +18,7 @@ class RecordingObserver:
         self.errors: list[tuple[str, str, str]] = []
         self.fallbacks: list[tuple[str, str, str]] = []
         self.turns: list[dict[str, float]] = []
+        self.latencies: list[tuple[str, str, float]] = []
 
     def turn_completed(self, stages: dict[str, float], mode: str) -> None:
         self.turns.append(dict(stages))
@@ -30,6 +31,9 @@ class RecordingObserver:
 
     def work_time(self, stage: str, seconds: float) -> None:
         pass
+
+    def provider_latency(self, stage: str, provider: str, seconds: float) -> None:
+        self.latencies.append((stage, provider, seconds))
 
 
 @pytest.fixture

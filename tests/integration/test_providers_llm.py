@@ -157,6 +157,8 @@ async def test_slow_first_token_within_budget_is_not_a_fault(
     llm = chain(fake_anthropic, fake_openai, observer, first_byte_timeout=0.5)
     assert await reply(llm) == ANTHROPIC_TEXT
     assert observer.errors == []
+    [(stage, provider, seconds)] = observer.latencies  # time to first token, per provider
+    assert (stage, provider) == ("llm", "anthropic") and 0.2 <= seconds < 0.5
 
 
 async def test_drop_mid_stream_ends_the_reply_without_repeating_it(

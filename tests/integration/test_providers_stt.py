@@ -149,6 +149,7 @@ async def test_hung_finalize_falls_back_with_the_utterance_replayed(
     assert observer.errors == [("stt", "deepgram", "timeout")]
     assert observer.fallbacks == [("stt", "deepgram", "openai")]
     assert chain.last_provider == "openai"
+    assert [(st, p) for st, p, _ in observer.latencies] == [("stt", "openai")]
     # The next utterance goes back to Deepgram (its breaker is still closed).
     await speak(stream, "plants store sugar", pace=0.001)
     assert await stream.finalize() == "plants store sugar"
