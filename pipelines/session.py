@@ -85,6 +85,7 @@ class _Reply:
     committed: bool = True
     commit: asyncio.Event = field(default_factory=asyncio.Event)
     marks: dict[str, float] = field(default_factory=dict)
+    coro: Coroutine[Any, Any, None] | None = None
 
 
 class Session(TurnTaking):
@@ -213,8 +214,8 @@ class Session(TurnTaking):
                 if event is VadEvent.SPEECH:
                     if self._listening:
                         stream.push(frame)
-                        self._speculate()
                         self._turn_frame(frame)
+                        self._speculate()
                 elif event is VadEvent.START:
                     self._speech_started()
                 elif event is VadEvent.END:
@@ -301,7 +302,8 @@ class Session(TurnTaking):
             reply.commit.set()
         if self.config.playback_acks:
             reply.playout.acked = 0.0
-        reply.task = self._spawn(self._run_reply(reply, marks))
+        reply.coro = self._run_reply(reply, marks)
+        reply.task = self._spawn(reply.coro)
         if not held:
             self._reply = reply
         return reply

@@ -1,0 +1,171 @@
+"""Turn-taking inside the Session (in-test providers, real VAD on Piper speech): the reply
+pauses and resumes for a backchannel, a confirmed barge-in keeps only the acknowledged
+audio, and a speculative reply is committed or thrown away."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable
+
+from pipelines import events as ev
+from pipelines.turns import TurnConfig
+from tests.fakes_engine import DictStore, ListSink, ScriptedLLM, ToneTTS
+from tests.speech import silence, synth
+from tests.unit.test_session import drain, make_session
+
+
+class PauseSTT:
+    """A recogniser that transcribes each pause (like Whisper's speculative final): the
+    n-th `speculate` reports `pauses[n]` as an interim; `finalize` returns the last one."""
+
+    name = "pause-stt"
+
+    def __init__(self, pauses: list[str], finals: list[str] | None = None) -> None:
+        self.pauses = list(pauses)
+        self.finals = list(finals or [])
+        self.speculated: list[str] = []
+
+    async def open(self, on_interim: Callable[[str], None]) -> PauseStream:
+        return PauseStream(self, on_interim)
+
+
+class PauseStream:
+    def __init__(self, owner: PauseSTT, on_interim: Callable[[str], None]) -> None:
+        self.owner = owner
+        self.on_interim = on_interim
+        self.last = ""
+
+    def push(self, frame: bytes) -> None:
+        pass
+
+    def speculate(self) -> None:
+        if self.owner.pauses:
+            self.last = self.owner.pauses.pop(0)
+            self.owner.speculated.append(self.last)
+            self.on_interim(self.last)
+
+    def unspeculate(self) -> None:
+        pass
+
+    async def finalize(self) -> str:
+        text = self.owner.finals.pop(0) if self.owner.finals else self.last
+        self.last = ""
+        return text
+
+    def discard(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def feed(session, pcm: bytes, pace: float = 0.0) -> None:
+    """Feed 20 ms frames, yielding to the loop between them (`pace` s of real time each)."""
+    for off in range(0, len(pcm), 640):
+        session.feed_audio(pcm[off : off + 640])
+        await asyncio.sleep(pace)
+
+
+async def test_backchannel_pauses_the_reply_and_it_resumes_whole():
+    store, sink = DictStore(), ListSink()
+    llm = ScriptedLLM("One two three four. Five six seven eight. Nine ten eleven twelve.")
+    stt = PauseSTT([], finals=["Mhm."])
+    session, outbox = make_session(
+        stt=stt, llm=llm, voice=ToneTTS(0.5), store=store, sink=sink, audio_lead_s=0.1
+    )
+    got: list[tuple[float, ev.Event]] = []
+    loop = asyncio.get_running_loop()
+
+    started, ended = asyncio.Event(), asyncio.Event()
+
+    async def collect():
+        while True:
+            event = await outbox.get()
+            got.append((loop.time(), event))
+            if isinstance(event, ev.AudioStart):
+                started.set()
+            elif isinstance(event, ev.AudioEnd):
+                ended.set()
+
+    async with session:
+        reader = asyncio.create_task(collect())
+        session.submit_text("count for me")
+        await asyncio.wait_for(started.wait(), 5)
+        await feed(session, synth("Mhm.") + silence(1.0), pace=0.02)
+        await asyncio.wait_for(ended.wait(), 10)
+        await asyncio.sleep(0.05)
+        reader.cancel()
+    events = [e for _, e in got]
+    assert not any(isinstance(e, ev.Interrupted) for e in events)
+    audio_t = [t for t, e in got if isinstance(e, ev.AudioFrame)]
+    assert len(audio_t) == 15  # three 0.5 s sentences in 100 ms chunks: nothing lost
+    gaps = [b - a for a, b in itertools.pairwise(audio_t)]
+    assert max(gaps) > 0.4, "the reply never paused while the caller spoke"
+    finals = [e for e in events if isinstance(e, ev.Transcript) and e.final]
+    assert [f.text for f in finals] == ["count for me", "Mhm."]
+    assert len(llm.calls) == 1  # the backchannel was not answered
+    assert store.data["s1"][0].agent == llm.reply
+    assert sink.captures[0].metadata["interrupted"] is False
+
+
+async def test_confirmed_barge_in_remembers_only_the_acknowledged_audio():
+    store = DictStore()
+    llm = ScriptedLLM("One two three four. Five six seven eight. Nine ten eleven twelve.")
+    stt = PauseSTT([], finals=["Hold on, tell me about the moon."])
+    session, outbox = make_session(
+        stt=stt, llm=llm, store=store, audio_lead_s=0.3, playback_acks=True, tts=True
+    )
+    async with session:
+        session.submit_text("count for me")
+        events = await drain(outbox, ev.AudioStart)
+        await asyncio.sleep(1.2)  # > 1 s released and "played" by the clock...
+        session.playback_acked(events[-1].turn_id, 0.5)  # ...but the caller confirmed 0.5 s
+        await feed(session, synth("Hold on, tell me about the moon landing please."), 0.005)
+        events += await drain(outbox, ev.Interrupted)
+        await feed(session, silence(1.0))
+        events += await drain(outbox, ev.ResponseDone)
+    heard = store.data["s1"][0]
+    assert heard.agent == "One two", heard.agent  # 0.5 s of a 1 s, four-word sentence
+    assert llm.calls[1][0] == "Hold on, tell me about the moon."
+
+
+async def test_speculative_reply_is_released_when_the_turn_ends_as_transcribed():
+    llm = ScriptedLLM("Sugar from light.")
+    stt = PauseSTT(["Photosynthesis makes sugar."])
+    session, outbox = make_session(stt=stt, llm=llm, voice=ToneTTS(0.2), audio_lead_s=10.0)
+    async with session:
+        await feed(session, synth("Photosynthesis makes sugar.") + silence(0.8), pace=0.005)
+        events = await drain(outbox, ev.AudioEnd)
+    kinds = [e.type for e in events]
+    final = next(i for i, e in enumerate(events) if isinstance(e, ev.Transcript) and e.final)
+    # The reply was generated during the pause but shown only after the final transcript.
+    assert kinds.index("response_delta") > final
+    assert [c[0] for c in llm.calls] == ["Photosynthesis makes sugar."]
+    done = next(e for e in events if isinstance(e, ev.ResponseDone))
+    assert done.text == "Sugar from light."
+    assert session.last_turn_stages["llm_first_token"] >= 0
+
+
+async def test_speculative_reply_is_thrown_away_when_the_caller_goes_on():
+    llm = ScriptedLLM("Tell me more.", gap=0.01)
+    stt = PauseSTT(
+        ["I was reading about black holes and", "I was reading about black holes and stars."]
+    )
+    cfg = TurnConfig(unfinished_silence_ms=900)
+    session, outbox = make_session(
+        stt=stt, llm=llm, voice=ToneTTS(0.2), audio_lead_s=10.0, turns=cfg
+    )
+    async with session:
+        part1 = synth("I was reading about black holes and")
+        part2 = synth("stars.")
+        await feed(session, part1 + silence(0.6) + part2 + silence(1.0), pace=0.005)
+        events = await drain(outbox, ev.AudioEnd)
+    finals = [e.text for e in events if isinstance(e, ev.Transcript) and e.final]
+    assert finals == ["I was reading about black holes and stars."]  # one turn, not two
+    assert llm.calls[0][0] == "I was reading about black holes and"  # speculated...
+    assert llm.calls[-1][0] == "I was reading about black holes and stars."
+    dones = [e for e in events if isinstance(e, ev.ResponseDone)]
+    assert len(dones) == 1  # ...but only the real turn's reply was shown and spoken
+    starts = [e for e in events if isinstance(e, ev.AudioStart)]
+    assert len(starts) == 1
