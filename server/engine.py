@@ -77,6 +77,7 @@ class Engine:
         self.captures = captures
         self.observer = observer or NullObserver()
         self.executor = ModelExecutor(settings.executor_workers)
+        self.executor.on_work = self.observer.work_time
         self.providers = providers or build_providers(
             provider_settings(settings), self.executor, self.observer
         )

@@ -124,7 +124,9 @@ class WhisperStream:
             size = len(self._buf)
             if size - last_len >= 0.3 * _BYTES_PER_SECOND:
                 last_len = size
-                text = await self._executor.run(self._holder.transcribe, bytes(self._buf))
+                text = await self._executor.run(
+                    self._holder.transcribe, bytes(self._buf), stage="stt"
+                )
                 if text and not self._closed:
                     self._on_interim(text)
             await asyncio.sleep(max(0.05, self._interval - (loop.time() - started)))
@@ -135,7 +137,7 @@ class WhisperStream:
             self._stop_interims()  # the final is what matters now; keep the CPU for it
             snapshot = bytes(self._buf)
             task = asyncio.get_running_loop().create_task(
-                self._executor.run(self._holder.transcribe, snapshot)
+                self._executor.run(self._holder.transcribe, snapshot, stage="stt")
             )
             task.add_done_callback(self._speculated)
             self._spec = (len(snapshot), task)
@@ -162,7 +164,7 @@ class WhisperStream:
             # Only silence was pushed after the snapshot (the session unspeculates on
             # voice), so the snapshot's transcript is the final one.
             return await spec[1]
-        return await self._executor.run(self._holder.transcribe, pcm)
+        return await self._executor.run(self._holder.transcribe, pcm, stage="stt")
 
     def discard(self) -> None:
         self._stop_interims()
