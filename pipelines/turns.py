@@ -145,6 +145,8 @@ class Utterance:
     pause_text_pending: bool = False
     speculated: str | None = None
     ended: bool = False
+    #: Unvoiced time since the last voiced frame, as of the last frame.
+    silence_ms: float = 0.0
 
     @property
     def candidate(self) -> bool:
@@ -188,6 +190,7 @@ class TurnTaker:
         acts: list[Act] = []
         if voiced:
             utt.voiced_ms += cfg.frame_ms
+        utt.silence_ms = silence_ms
         if silence_ms == 0:
             if utt.in_pause:  # the caller went on
                 utt.in_pause = False
@@ -209,9 +212,7 @@ class TurnTaker:
             if utt.voiced_ms >= cfg.barge_in_confirm_ms and not self._dismissable(utt.text):
                 acts.extend(self._confirm(utt))
         if silence_ms >= self.end_threshold_ms(utt):
-            utt.ended = True
-            self.current = utt if utt.speculated is not None else None
-            acts.append(Act.END_TURN)
+            acts.append(self._end(utt))
         return acts
 
     def interim(self, text: str) -> list[Act]:
@@ -225,13 +226,16 @@ class TurnTaker:
             if utt.voiced_ms >= self.config.barge_in_min_speech_ms and self._wants_floor(text):
                 return self._confirm(utt)
             return []
+        acts: list[Act] = []
         if utt.in_pause and self.config.speculative_reply:
-            if utt.speculated is not None and words(utt.speculated) == words(text):
-                return []
-            acts = [Act.DROP_SPECULATION] if utt.speculated is not None else []
-            utt.speculated = text
-            return [*acts, Act.SPECULATE]
-        return []
+            if utt.speculated is None or words(utt.speculated) != words(text):
+                if utt.speculated is not None:
+                    acts.append(Act.DROP_SPECULATION)
+                utt.speculated = text
+                acts.append(Act.SPECULATE)
+        if utt.in_pause and utt.silence_ms >= self.end_threshold_ms(utt):
+            acts.append(self._end(utt))  # the pause is already long enough for these words
+        return acts
 
     def ended(self, utt: Utterance) -> None:
         """The utterance ended by the endpointer's own limit (or by force)."""
@@ -283,6 +287,11 @@ class TurnTaker:
     def _dismissable(self, text: str) -> bool:
         """A transcript so far that is only backchannel, filler or echo (empty = not known)."""
         return bool(words(text)) and not self._wants_floor(text)
+
+    def _end(self, utt: Utterance) -> Act:
+        utt.ended = True
+        self.current = utt if utt.speculated is not None else None
+        return Act.END_TURN
 
     @staticmethod
     def _confirm(utt: Utterance) -> list[Act]:

@@ -65,15 +65,23 @@ def test_waits_for_the_transcript_of_the_pause_when_the_recogniser_sends_one():
     cfg = TurnConfig(finished_silence_ms=300, transcript_on_pause=True, speculate_after_ms=200)
     tt = TurnTaker(cfg)
     utt, _ = tt.speech_started(agent_busy=False)
-    run(tt, "v" * 20)
-    # No transcript of the pause yet: no end at the default 500 ms.
-    acts = run(tt, "." * 30)
-    assert Act.END_TURN not in [a for _, a in acts] and utt.pause_text_pending
-    # It arrives (a finished sentence): the turn ends on the next frame.
-    acts = tt.interim("That is the whole idea.")
-    assert acts == [Act.SPECULATE] and utt.speculated == "That is the whole idea."
-    silence = 31 * FRAME
-    assert tt.frame(False, silence) == [Act.END_TURN]
+    run(tt, "v" * 20 + "." * 12)  # 240 ms into the pause: its transcript is on the way
+    assert utt.pause_text_pending
+    assert tt.interim("That is the whole idea.") == [Act.SPECULATE]
+    assert utt.speculated == "That is the whole idea." and not utt.pause_text_pending
+    assert tt.frame(False, 280) == []
+    assert tt.frame(False, 300) == [Act.END_TURN]
+
+
+def test_a_late_transcript_of_a_long_enough_pause_ends_the_turn_at_once():
+    # The client may stop sending audio during the pause: no frame would end the turn.
+    cfg = TurnConfig(finished_silence_ms=350, transcript_on_pause=True)
+    tt = TurnTaker(cfg)
+    utt, _ = tt.speech_started(agent_busy=False)
+    acts = run(tt, "v" * 20 + "." * 30)  # 600 ms of pause, still waiting for words
+    assert Act.END_TURN not in [a for _, a in acts]
+    assert tt.interim("That is all.") == [Act.SPECULATE, Act.END_TURN]
+    assert tt.final(utt, "That is all.") == [Act.COMMIT]
 
 
 def test_speculative_reply_is_committed_when_the_final_matches():
