@@ -30,6 +30,7 @@ COMMAND_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 5.0
 SEQ_WINDOW = 1000  # vectors saved out of sequence order by concurrent instances are re-read
 REFRESH_INTERVAL = 0.5
+PENDING_RESCAN = 500  # pending scans between two scans from the first capture
 HEADLINE_OPTS = (
     f"StartSel={MARK_START}, StopSel={MARK_END}, MaxWords=30, MinWords=8, "
     'MaxFragments=2, FragmentDelimiter=" … "'
@@ -56,6 +57,8 @@ class PostgresCaptureStore:
         self._vectors: dict[str, VectorIndex] = {}
         self._refreshed: dict[str, float] = {}
         self._refresh_lock = asyncio.Lock()
+        self._pending_floor = 0
+        self._pending_calls = 0
 
     # --- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -65,7 +68,7 @@ class PostgresCaptureStore:
             self.pgvector = bool(
                 await conn.fetchval(
                     "SELECT count(*) FROM information_schema.columns "
-                    "WHERE table_name = 'captures' AND column_name = 'embedding_vec' "
+                    "WHERE table_name = 'capture_vectors' AND column_name = 'embedding_vec' "
                     "AND table_schema = current_schema()"
                 )
             )
@@ -89,9 +92,10 @@ class PostgresCaptureStore:
             await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY, timeout=600)
             try:
                 await conn.execute(
-                    f"CREATE INDEX IF NOT EXISTS captures_hnsw_{slug}_{dim} ON captures "
+                    f"CREATE INDEX IF NOT EXISTS capture_vectors_hnsw_{slug}_{dim} "
+                    f"ON capture_vectors "
                     f"USING hnsw ((embedding_vec::vector({dim})) vector_cosine_ops) "
-                    f"WHERE embedding_model = '{literal}'",
+                    f"WHERE model = '{literal}'",
                     timeout=600,
                 )
             finally:
@@ -182,12 +186,24 @@ class PostgresCaptureStore:
 
     # --- embeddings ------------------------------------------------------------------
     async def pending_embeddings(self, limit: int) -> list[tuple[int, str]]:
+        """Captures with no vector yet, oldest first: (id, text to embed).
+
+        The scan starts a little below the lowest capture found pending last time (ids
+        can commit out of order across instances), so it stays short at any table size;
+        a restart, or every PENDING_RESCAN calls, starts from the beginning again."""
+        self._pending_calls += 1
+        if self._pending_calls % PENDING_RESCAN == 0:
+            self._pending_floor = 0
         async with self._conn() as conn:
             rows = await conn.fetch(
-                "SELECT id, user_text, agent_text FROM captures WHERE embedding_model IS NULL "
-                "ORDER BY id LIMIT $1",
+                "SELECT c.id, c.user_text, c.agent_text FROM captures c "
+                "WHERE c.id > $1 AND NOT EXISTS "
+                "(SELECT 1 FROM capture_vectors v WHERE v.id = c.id) ORDER BY c.id LIMIT $2",
+                self._pending_floor,
                 limit,
             )
+        if rows:
+            self._pending_floor = max(self._pending_floor, rows[0][0] - 1 - SEQ_WINDOW)
         return [(r[0], f"{r[1]}\n{r[2]}") for r in rows]
 
     async def save_embeddings(self, model: str, items: Sequence[tuple[int, np.ndarray]]) -> None:
@@ -196,15 +212,17 @@ class PostgresCaptureStore:
         ids = [cid for cid, _ in items]
         if self.pgvector:
             texts = [_vector_literal(v) for _, v in items]
-            target = "embedding_vec = u.v::vector"
+            column, cast = "embedding_vec", "vector"
         else:
             texts = ["{" + _vector_literal(v)[1:-1] + "}" for _, v in items]
-            target = "embedding = u.v::real[]"
+            column, cast = "embedding", "real[]"
         async with self._conn() as conn:
             await conn.execute(
-                f"UPDATE captures c SET {target}, embedding_model = $3, "
-                "embedded_seq = nextval('capture_embed_seq') "
-                "FROM unnest($1::bigint[], $2::text[]) AS u(id, v) WHERE c.id = u.id",
+                f"INSERT INTO capture_vectors (id, model, {column}) "
+                f"SELECT u.id, $3, u.v::{cast} FROM unnest($1::bigint[], $2::text[]) AS u(id, v) "
+                "WHERE EXISTS (SELECT 1 FROM captures c WHERE c.id = u.id) "
+                f"ON CONFLICT (id) DO UPDATE SET model = EXCLUDED.model, "
+                f"{column} = EXCLUDED.{column}, embedded_seq = nextval('capture_embed_seq')",
                 ids,
                 texts,
                 model,
@@ -226,10 +244,10 @@ class PostgresCaptureStore:
     ) -> list[tuple[int, float]]:
         where, params = _filters(query, first=3)
         literal = model.replace("'", "''")
-        expr = f"embedding_vec::vector({dim}) <=> $1::text::vector({dim})"
+        expr = f"v.embedding_vec::vector({dim}) <=> $1::text::vector({dim})"
         sql = (
-            f"SELECT id, 1 - ({expr}) FROM captures c WHERE embedding_model = '{literal}'"
-            f"{where} ORDER BY {expr} LIMIT $2"
+            f"SELECT v.id, 1 - ({expr}) FROM capture_vectors v JOIN captures c ON c.id = v.id "
+            f"WHERE v.model = '{literal}'{where} ORDER BY {expr} LIMIT $2"
         )
         async with self._conn() as conn, conn.transaction():
             await conn.execute("SET LOCAL hnsw.ef_search = 100")
@@ -248,9 +266,10 @@ class PostgresCaptureStore:
             async with self._conn() as conn:
                 while True:
                     rows = await conn.fetch(
-                        "SELECT id, session_id, extract(epoch FROM created_at), embedding, "
-                        "embedded_seq FROM captures WHERE embedding_model = $1 "
-                        "AND embedded_seq > $2 ORDER BY embedded_seq LIMIT 5000",
+                        "SELECT v.id, c.session_id, extract(epoch FROM c.created_at), "
+                        "v.embedding, v.embedded_seq FROM capture_vectors v "
+                        "JOIN captures c ON c.id = v.id WHERE v.model = $1 "
+                        "AND v.embedded_seq > $2 ORDER BY v.embedded_seq LIMIT 5000",
                         model,
                         start,
                     )

@@ -74,6 +74,7 @@ class SQLiteCaptureStore:
         self._conn: sqlite3.Connection | None = None
         self._vectors: dict[str, VectorIndex] = {}
         self._embedded_upto = 0  # every capture with id <= this has a vector
+        self._vectors_dirty = True
 
     # --- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -236,6 +237,7 @@ class SQLiteCaptureStore:
 
         if rows:
             await self._run(write)
+            self._vectors_dirty = True
             self._embedded_upto = max(self._embedded_upto, max(i for i, _, _ in rows))
 
     async def vector_search(
@@ -245,12 +247,18 @@ class SQLiteCaptureStore:
         index = self._vectors.get(model)
         if index is None:
             index = self._vectors[model] = VectorIndex(int(vector.shape[0]))
-        while True:
+            self._vectors_dirty = True
+        # Only this process writes the file, so only a save here can add vectors: skip the
+        # round trip through the (single, possibly busy) SQLite thread otherwise.
+        while self._vectors_dirty:
+            self._vectors_dirty = False
             rows = await self._run(_load_vectors, model, index.cursor, 5000)
             if not rows:
                 break
             index.upsert([(r[0], r[1], r[2], np.frombuffer(r[3], dtype=np.float32)) for r in rows])
             index.cursor = rows[-1][0]
+            if len(rows) == 5000:
+                self._vectors_dirty = True  # more pages to load
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
             None, index.search, vector, k, query.session_id, query.since, query.until

@@ -118,13 +118,14 @@ async def test_pgvector_is_used_with_an_hnsw_index(dsn: str) -> None:
         conn = await asyncpg.connect(dsn)
         indexes = await conn.fetch(
             "SELECT indexdef FROM pg_indexes "
-            "WHERE tablename = 'captures' AND indexdef LIKE '%hnsw%'"
+            "WHERE tablename = 'capture_vectors' AND indexdef LIKE '%hnsw%'"
         )
         assert len(indexes) == 1 and "vector_cosine_ops" in indexes[0][0]
         await store.write_batch(relevance_captures())
         await store.index_pending()
         stored = await conn.fetchval(
-            "SELECT count(*) FROM captures WHERE embedding_vec IS NOT NULL AND embedding IS NULL"
+            "SELECT count(*) FROM capture_vectors "
+            "WHERE embedding_vec IS NOT NULL AND embedding IS NULL"
         )
         assert stored == len(relevance_captures())
         await conn.close()
@@ -145,18 +146,21 @@ async def test_hnsw_index_is_chosen_by_the_planner(dsn: str) -> None:
         await store.write_batch(relevance_captures())
         await store.index_pending()
         conn = await asyncpg.connect(dsn)
-        await conn.execute("SET enable_seqscan = off")
+        # 32 rows are too few for the planner to want any index; forbid the alternatives to
+        # prove the HNSW index matches this query shape (cast expression + partial predicate).
+        for setting in ("enable_seqscan", "enable_bitmapscan", "enable_sort"):
+            await conn.execute(f"SET {setting} = off")
         vector = "[" + ",".join(["0.1"] * 128) + "]"
         plan = "\n".join(
             r[0]
             for r in await conn.fetch(
-                "EXPLAIN SELECT id FROM captures c WHERE embedding_model = 'minilm-static-128' "
+                "EXPLAIN SELECT id FROM capture_vectors WHERE model = 'minilm-static-128' "
                 "ORDER BY embedding_vec::vector(128) <=> $1::text::vector(128) LIMIT 5",
                 vector,
             )
         )
         await conn.close()
-        assert "captures_hnsw_minilm_static_128_128" in plan, plan
+        assert "capture_vectors_hnsw_minilm_static_128_128" in plan, plan
     finally:
         await store.close()
 

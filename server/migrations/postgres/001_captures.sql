@@ -1,4 +1,6 @@
--- Captures with full-text search (generated tsvector + GIN) and room for embeddings.
+-- Captures with full-text search (generated tsvector + GIN), and their embeddings in a
+-- table of their own: saving a vector must not rewrite the capture row (and its GIN
+-- entries), which would make embedding many times slower than writing.
 CREATE TABLE IF NOT EXISTS captures (
     id bigserial PRIMARY KEY,
     capture_id text NOT NULL UNIQUE,
@@ -7,11 +9,6 @@ CREATE TABLE IF NOT EXISTS captures (
     user_text text NOT NULL,
     agent_text text NOT NULL,
     metadata jsonb NOT NULL DEFAULT '{}'::jsonb,
-    -- Exact-cosine path (no pgvector): unit vectors as real[].
-    embedding real[],
-    embedding_model text,
-    -- Order in which vectors were saved, so every instance can load new ones.
-    embedded_seq bigint,
     tsv tsvector GENERATED ALWAYS AS (
         setweight(to_tsvector('english', user_text), 'A')
         || setweight(to_tsvector('english', agent_text), 'B')
@@ -20,7 +17,15 @@ CREATE TABLE IF NOT EXISTS captures (
 CREATE INDEX IF NOT EXISTS captures_tsv ON captures USING gin (tsv);
 CREATE INDEX IF NOT EXISTS captures_session_created ON captures (session_id, created_at);
 CREATE INDEX IF NOT EXISTS captures_created ON captures (created_at);
-CREATE INDEX IF NOT EXISTS captures_unembedded ON captures (id) WHERE embedding_model IS NULL;
-CREATE INDEX IF NOT EXISTS captures_embedded_seq ON captures (embedded_seq)
-    WHERE embedded_seq IS NOT NULL;
+
+-- Order in which vectors were saved, so every instance can load the new ones.
 CREATE SEQUENCE IF NOT EXISTS capture_embed_seq;
+
+CREATE TABLE IF NOT EXISTS capture_vectors (
+    id bigint PRIMARY KEY REFERENCES captures (id) ON DELETE CASCADE,
+    model text NOT NULL,
+    -- Exact-cosine path (no pgvector): a unit vector as real[].
+    embedding real[],
+    embedded_seq bigint NOT NULL DEFAULT nextval('capture_embed_seq')
+);
+CREATE INDEX IF NOT EXISTS capture_vectors_seq ON capture_vectors (model, embedded_seq);

@@ -9,7 +9,7 @@ BEGIN
             RAISE NOTICE 'pgvector is installed but this role cannot create it';
             RETURN;
         END;
-        ALTER TABLE captures ADD COLUMN IF NOT EXISTS embedding_vec vector;
+        ALTER TABLE capture_vectors ADD COLUMN IF NOT EXISTS embedding_vec vector;
     END IF;
 END
 $$;
