@@ -1,0 +1,89 @@
+"""Liveness of one WebSocket connection, checked every few seconds instead of every frame.
+
+aiohttp's own `heartbeat` re-arms its timer on every received chunk (one extra callback per
+20 ms audio frame per session) and, after a server-initiated close, leaves a 30 s timer
+holding the whole connection. This watchdog costs one counter increment per received
+message and one timer per connection every `tick_s`:
+
+* quiet peer: nothing received for `idle_ping_s` -> we ping (a browser also pings us every
+  20 s); nothing for `idle_close_s` -> close 4408 "client not responding" (a dead peer,
+  a half-open TCP connection);
+* stalled reader: the send queue has something and the sender has sent nothing for
+  `stall_s` (the peer stopped reading, the socket buffers are full) -> close 4408
+  "client not reading". What was still queued is dropped and counted in the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sized
+from dataclasses import dataclass
+
+from aiohttp import web
+
+log = logging.getLogger(__name__)
+
+CLOSE_NOT_READING = 4408
+
+
+@dataclass(slots=True)
+class Traffic:
+    """Counters the receive and send loops bump (cheap: one int add per message)."""
+
+    rx: int = 0
+    tx: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LivenessConfig:
+    tick_s: float = 5.0
+    idle_ping_s: float = 30.0
+    idle_close_s: float = 60.0
+    stall_s: float = 10.0
+
+
+async def watch(
+    ws: web.WebSocketResponse,
+    traffic: Traffic,
+    backlog: Sized,
+    session_id: str,
+    abort: Callable[[], None],
+    cfg: LivenessConfig = LivenessConfig(),
+) -> None:
+    """Run for the life of the connection (the handler cancels it). `backlog` is the
+    connection's send queue; `abort` drops the TCP connection if a close cannot be sent."""
+    loop = asyncio.get_running_loop()
+    last_rx, rx_at = traffic.rx, loop.time()
+    last_tx, tx_at = traffic.tx, loop.time()
+    pinged = False
+    while not ws.closed:
+        await asyncio.sleep(cfg.tick_s)
+        now = loop.time()
+        if traffic.rx != last_rx:
+            last_rx, rx_at, pinged = traffic.rx, now, False
+        if traffic.tx != last_tx or not len(backlog):
+            last_tx, tx_at = traffic.tx, now
+        if now - tx_at >= cfg.stall_s:
+            await _close(ws, session_id, "client not reading", len(backlog), abort)
+            return
+        idle = now - rx_at
+        if idle >= cfg.idle_close_s:
+            await _close(ws, session_id, "client not responding", len(backlog), abort)
+            return
+        if idle >= cfg.idle_ping_s and not pinged:
+            pinged = True
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await ws.ping()
+
+
+async def _close(
+    ws: web.WebSocketResponse, session_id: str, why: str, dropped: int, abort: Callable[[], None]
+) -> None:
+    log.warning("closing: %s", why, extra={"session_id": session_id, "dropped_events": dropped})
+    try:
+        async with asyncio.timeout(2.0):
+            await ws.close(code=CLOSE_NOT_READING, message=why.encode())
+    except (ConnectionError, RuntimeError, TimeoutError):
+        abort()  # the close frame cannot get through a full socket: drop the connection

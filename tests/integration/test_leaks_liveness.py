@@ -1,0 +1,146 @@
+"""A client that goes silent or stops reading is not kept forever: the liveness watchdog
+closes it (4408) and its session, tasks and queued events go with it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+import server.ws_browser as ws_browser
+from server.app import create_app
+from server.appkeys import ENGINE
+from server.settings import Settings
+from server.ws_liveness import CLOSE_NOT_READING, LivenessConfig, Traffic, watch
+
+
+class FakeWs:
+    """What `watch` uses of a WebSocketResponse."""
+
+    def __init__(self) -> None:
+        self.closed = False
+        self.pings = 0
+        self.close_code: int | None = None
+        self.close_blocks = False
+
+    async def ping(self) -> None:
+        self.pings += 1
+
+    async def close(self, code: int, message: bytes) -> None:
+        if self.close_blocks:
+            await asyncio.sleep(10)
+        self.close_code = code
+        self.closed = True
+
+
+FAST = LivenessConfig(tick_s=0.05, idle_ping_s=0.2, idle_close_s=0.5, stall_s=0.3)
+
+
+async def test_busy_connection_is_left_alone() -> None:
+    ws, traffic = FakeWs(), Traffic()
+
+    async def busy() -> None:
+        for _ in range(40):
+            traffic.rx += 1
+            traffic.tx += 1
+            await asyncio.sleep(0.02)
+
+    task = asyncio.create_task(watch(ws, traffic, [1], "s", lambda: None, FAST))  # type: ignore[arg-type]
+    await busy()
+    assert not task.done() and ws.close_code is None and ws.pings == 0
+    task.cancel()
+
+
+async def test_quiet_peer_is_pinged_then_closed() -> None:
+    ws, traffic = FakeWs(), Traffic()
+    async with asyncio.timeout(2):
+        await watch(ws, traffic, [], "s", lambda: None, FAST)  # type: ignore[arg-type]
+    assert ws.pings == 1 and ws.close_code == CLOSE_NOT_READING
+
+
+async def test_stalled_reader_is_closed_and_aborted_when_close_cannot_get_through() -> None:
+    ws, traffic = FakeWs(), Traffic()
+    ws.close_blocks = True
+    aborted = []
+
+    async def keep_talking() -> None:  # the peer still sends; it only stopped reading
+        while True:
+            traffic.rx += 1
+            await asyncio.sleep(0.02)
+
+    talker = asyncio.create_task(keep_talking())
+    try:
+        async with asyncio.timeout(4):
+            await watch(ws, traffic, ["queued"], "s", lambda: aborted.append(1), FAST)  # type: ignore[arg-type]
+    finally:
+        talker.cancel()
+    assert aborted == [1]
+
+
+async def test_silent_client_is_closed_by_the_real_app(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(ws_browser, "LIVENESS", FAST)
+    settings = Settings.from_env(
+        {},
+        database_path=str(tmp_path / "c.db"),
+        stt_providers=("simulated",),
+        llm_providers=("simulated",),
+        tts_providers=("simulated",),
+    )
+    app = create_app(settings)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with aiohttp.ClientSession() as http:
+            # autoping off: the client does not answer the server's ping (a dead peer).
+            ws = await http.ws_connect(f"http://127.0.0.1:{port}/ws/quiet", autoping=False)
+            assert json.loads((await ws.receive()).data)["type"] == "ready"
+            kinds = []
+            async with asyncio.timeout(5):
+                while True:
+                    msg = await ws.receive()
+                    kinds.append(msg.type)
+                    if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+                        break
+            assert aiohttp.WSMsgType.PING in kinds
+            assert msg.type is aiohttp.WSMsgType.CLOSE and msg.data == CLOSE_NOT_READING
+            assert msg.extra == "client not responding"
+            await ws.close()
+        engine = app[ENGINE]
+        async with asyncio.timeout(3):
+            while engine.sessions:  # noqa: ASYNC110 (an app-owned set)
+                await asyncio.sleep(0.02)
+    finally:
+        await runner.cleanup()
+
+
+async def test_client_ping_gets_pong(tmp_path: Path) -> None:
+    settings = Settings.from_env(
+        {},
+        database_path=str(tmp_path / "c.db"),
+        stt_providers=("simulated",),
+        llm_providers=("simulated",),
+        tts_providers=("simulated",),
+    )
+    app = create_app(settings)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with aiohttp.ClientSession() as http:
+            ws = await http.ws_connect(f"http://127.0.0.1:{port}/ws/pinger", autoping=False)
+            await ws.receive()  # ready
+            for i in range(3):
+                await ws.ping(f"p{i}".encode())
+                msg = await ws.receive(timeout=2)
+                assert msg.type is aiohttp.WSMsgType.PONG and msg.data == f"p{i}".encode()
+            await ws.close()
+    finally:
+        await runner.cleanup()
