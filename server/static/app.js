@@ -7,29 +7,12 @@ import { ReplyPlayer } from "./player.js";
 import { SearchView, apiError } from "./search.js";
 import { hooks, syncHooks } from "./hooks.js";
 import { Notices } from "./notices.js";
+import { newSessionId, saveSessionId, storedSessionId } from "./session.js";
 
 const $ = (id) => document.getElementById(id);
 const OUTPUT_RATE = 24000;
-const SESSION_KEY = "lva.sessionId";
 const MODE_KEY = "lva.mode";
 const LOUD_DB = -45; // a frame this loud counts as sound for `micLoudAt`
-
-function newSessionId() {
-  const bytes = crypto.getRandomValues(new Uint8Array(12));
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-function storedSessionId() {
-  try {
-    const id = sessionStorage.getItem(SESSION_KEY);
-    if (id && /^[A-Za-z0-9_-]{1,64}$/.test(id)) return id;
-    const fresh = newSessionId();
-    sessionStorage.setItem(SESSION_KEY, fresh);
-    return fresh;
-  } catch {
-    return newSessionId(); // storage disabled: a session per page load
-  }
-}
 
 const ui = {
   conn: $("conn"),
@@ -60,6 +43,12 @@ let mode = localStorage.getItem(MODE_KEY) === "continuous" ? "continuous" : "pus
 let talking = false;
 let micOpening = null;
 const mic = new MicCapture(ctx, onMicFrame);
+mic.onEnded = () => {
+  hooks.micOpen = false;
+  talkEnd();
+  notices.show("mic", "The microphone stopped (unplugged or permission withdrawn). Press talk, or pick Hands-free again, to reopen it.");
+  syncHooks();
+};
 
 const startMessage = () => ({
   type: "start",
@@ -73,9 +62,11 @@ let conn = makeConnection();
 // ------------------------------------------------------------------ connection
 function makeConnection() {
   const c = new Connection(sessionId, startMessage);
-  c.addEventListener("status", (e) => onStatus(e.detail));
-  c.addEventListener("message", (e) => onMessage(e.detail));
+  // A replaced connection (New session) may still report its close: ignore it.
+  c.addEventListener("status", (e) => c === conn && onStatus(e.detail));
+  c.addEventListener("message", (e) => c === conn && onMessage(e.detail));
   c.addEventListener("audio", (e) => {
+    if (c !== conn) return;
     hooks.audioChunksReceived += 1;
     player.push(e.detail);
     hooks.audioChunksScheduled = player.stats.scheduled;
@@ -208,6 +199,11 @@ async function ensureMic() {
     await micOpening;
     hooks.micOpen = true;
     notices.clear("mic");
+    if (ctx.state !== "running") {
+      notices.show("audio", "Click or press a key anywhere to start listening and hearing replies.", {
+        kind: "info",
+      });
+    }
     syncHooks();
     return true;
   } catch (err) {
@@ -296,6 +292,8 @@ window.addEventListener("blur", () => talkEnd());
 for (const input of document.querySelectorAll('input[name="mode"]')) {
   input.checked = input.value === mode;
   input.addEventListener("change", () => input.checked && setMode(input.value));
+  // Choosing hands-free again reopens a microphone that stopped.
+  input.addEventListener("click", () => mode === "continuous" && input.value === mode && ensureMic());
 }
 
 // ------------------------------------------------------------------- typed turns
@@ -343,11 +341,7 @@ $("new-session").addEventListener("click", () => {
   conn.close();
   stopPlayback();
   sessionId = newSessionId();
-  try {
-    sessionStorage.setItem(SESSION_KEY, sessionId);
-  } catch {
-    // storage disabled
-  }
+  saveSessionId(sessionId);
   log.clear();
   showSession();
   conn = makeConnection();
@@ -391,7 +385,10 @@ Object.defineProperty(hooks, "audioUnderruns", { get: () => player.stats.underru
 setInterval(syncHooks, 250);
 // Browsers start audio only after a user gesture: resume on the first one.
 for (const type of ["pointerdown", "keydown"]) {
-  document.addEventListener(type, () => ctx.resume(), { once: true, capture: true });
+  document.addEventListener(type, () => ctx.resume().then(() => notices.clear("audio")), {
+    once: true,
+    capture: true,
+  });
 }
 showSession();
 renderTalk();

@@ -53,6 +53,8 @@ export class MicCapture {
     this.node = null;
     this.source = null;
     this.sink = null;
+    /** Called when the browser ends the track (device unplugged, permission revoked). */
+    this.onEnded = null;
   }
 
   get open() {
@@ -101,7 +103,10 @@ export class MicCapture {
     this.sink.gain.value = 0;
     this.source.connect(this.node).connect(this.sink).connect(this.ctx.destination);
     for (const track of stream.getAudioTracks()) {
-      track.addEventListener("ended", () => this.stop());
+      track.addEventListener("ended", () => {
+        this.stop();
+        if (this.onEnded) this.onEnded();
+      });
     }
   }
 

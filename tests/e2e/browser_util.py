@@ -134,12 +134,20 @@ def lva(page: Any, key: str) -> Any:
 
 
 def wait_lva(page: Any, condition: str, timeout: float = 30.0) -> None:
-    """Wait until a JS expression over `s` (= window.__lva) is true."""
-    page.wait_for_function(
-        f"() => {{ const s = window.__lva; return !!(s && ({condition})); }}",
-        timeout=timeout * 1000,
-        polling=50,
-    )
+    """Wait until a JS expression over `s` (= window.__lva) is true; on timeout, fail
+    with the page's state so the failure says what happened instead."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function(
+            f"() => {{ const s = window.__lva; return !!(s && ({condition})); }}",
+            timeout=timeout * 1000,
+            polling=50,
+        )
+    except PlaywrightTimeout:
+        state = page.evaluate("JSON.stringify(window.__lva || null)")
+        message = f"timed out after {timeout}s waiting for {condition}\n{state}"
+        raise AssertionError(message) from None
 
 
 def wait_speech_then_quiet(page: Any, quiet_ms: int = 800, timeout: float = 30.0) -> None:
