@@ -152,9 +152,9 @@ class Settings:
     )
     embedder: str = _env(
         "EMBEDDER",
-        "Search by meaning: `static` (bundled MiniLM distillation, offline) or `none` "
-        "(keyword only).",
-        _choice("static", "none"),
+        "Search by meaning: `static` (bundled MiniLM distillation, offline), `openai` "
+        "(text-embedding-3-small, needs OPENAI_API_KEY) or `none` (keyword only).",
+        _choice("static", "openai", "none"),
         default="static",
     )
     search_cache_seconds: float = _env(

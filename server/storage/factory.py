@@ -12,9 +12,9 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from server.settings import Settings
+from server.settings import ConfigError, Settings
 from server.storage.base import CaptureStore
-from server.storage.embedder import default_embedder
+from server.storage.embedder import Embedder, default_embedder
 from server.storage.hybrid import HybridStore
 from server.storage.memory import MemorySessionStore
 from server.storage.sqlite import SQLiteCaptureStore
@@ -84,9 +84,15 @@ async def _open_captures(settings: Settings) -> HybridStore:
         backend = PostgresCaptureStore(settings.database_url, pool_max=settings.database_pool_max)
     else:
         backend = SQLiteCaptureStore(settings.database_path)
-    embedder = None
+    embedder: Embedder | None = None
     if settings.embedder == "static":
         embedder = await asyncio.to_thread(default_embedder)
+    elif settings.embedder == "openai":
+        if not settings.openai_api_key:
+            raise ConfigError("EMBEDDER=openai needs OPENAI_API_KEY")
+        from server.storage.embedder_openai import OpenAIEmbedder
+
+        embedder = OpenAIEmbedder(settings.openai_api_key, settings.openai_base_url)
     captures = HybridStore(backend, embedder, cache_ttl=settings.search_cache_seconds)
     await captures.start()
     return captures

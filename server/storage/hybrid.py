@@ -175,7 +175,7 @@ class HybridStore:
         total = 0
         loop = asyncio.get_running_loop()
         while True:
-            pending = await self.backend.pending_embeddings(INDEX_BATCH)
+            pending = await self.backend.pending_embeddings(INDEX_BATCH, self.embedder.name)
             if not pending:
                 return total
             vectors = await loop.run_in_executor(

@@ -185,7 +185,7 @@ class PostgresCaptureStore:
         return await self.keyword_search(query, query.limit)
 
     # --- embeddings ------------------------------------------------------------------
-    async def pending_embeddings(self, limit: int) -> list[tuple[int, str]]:
+    async def pending_embeddings(self, limit: int, model: str) -> list[tuple[int, str]]:
         """Captures with no vector yet, oldest first: (id, text to embed).
 
         The scan starts a little below the lowest capture found pending last time (ids
@@ -197,10 +197,11 @@ class PostgresCaptureStore:
         async with self._conn() as conn:
             rows = await conn.fetch(
                 "SELECT c.id, c.user_text, c.agent_text FROM captures c "
-                "WHERE c.id > $1 AND NOT EXISTS "
-                "(SELECT 1 FROM capture_vectors v WHERE v.id = c.id) ORDER BY c.id LIMIT $2",
+                "WHERE c.id > $1 AND NOT EXISTS (SELECT 1 FROM capture_vectors v "
+                "WHERE v.id = c.id AND v.model = $3) ORDER BY c.id LIMIT $2",
                 self._pending_floor,
                 limit,
+                model,
             )
         if rows:
             self._pending_floor = max(self._pending_floor, rows[0][0] - 1 - SEQ_WINDOW)

@@ -206,18 +206,18 @@ class SQLiteCaptureStore:
         return {r[0]: _stored(r) for r in rows}
 
     # --- embeddings (filled by the indexer, read by the vector index) -------------------
-    async def pending_embeddings(self, limit: int) -> list[tuple[int, str]]:
+    async def pending_embeddings(self, limit: int, model: str) -> list[tuple[int, str]]:
         """Captures with no vector yet, oldest first: (id, text to embed).
 
         One indexer embeds in id order, so everything below the highest id saved is done:
         starting there keeps this query cheap however many captures are embedded."""
         sql = (
             "SELECT c.id, c.user_text, c.agent_text FROM captures c "
-            "LEFT JOIN capture_vectors v ON v.id = c.id WHERE v.id IS NULL AND c.id > ? "
-            "ORDER BY c.id LIMIT ?"
+            "LEFT JOIN capture_vectors v ON v.id = c.id AND v.model = ? "
+            "WHERE v.id IS NULL AND c.id > ? ORDER BY c.id LIMIT ?"
         )
         after = self._embedded_upto
-        rows = await self._run(lambda db: db.execute(sql, (after, limit)).fetchall())
+        rows = await self._run(lambda db: db.execute(sql, (model, after, limit)).fetchall())
         return [(r[0], f"{r[1]}\n{r[2]}") for r in rows]
 
     async def save_embeddings(self, model: str, items: Sequence[tuple[int, np.ndarray]]) -> None:
