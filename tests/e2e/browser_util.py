@@ -20,15 +20,19 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = (
+    "/usr/bin/chromium"
+    if Path("/usr/bin/chromium").exists()
+    else shutil.which("chromium") or "/usr/bin/chromium"
+)
 ADMIN_KEY = "e2e-admin-key"
 
 
 def chromium_missing_reason() -> str | None:
     """Why the browser tests cannot run here, or None when they can."""
-    if not (Path(CHROMIUM).exists() or shutil.which("chromium")):
+    if not Path(CHROMIUM).exists():
         return (
-            "Chromium is missing (/usr/bin/chromium): install it with "
+            f"Chromium is missing ({CHROMIUM}): install it with "
             "`apt-get install chromium` (make test does this when run as root)"
         )
     try:
