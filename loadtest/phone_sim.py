@@ -110,6 +110,7 @@ class PhoneCall:
         self._mark_wakeup = asyncio.Event()
         self._got_media = asyncio.Event()
         self._acked = asyncio.Event()
+        self._cleared = asyncio.Event()
 
     # ----------------------------------------------------------------- life cycle
     async def __aenter__(self) -> PhoneCall:
@@ -209,6 +210,15 @@ class PhoneCall:
                 self._acked.clear()
                 await self._acked.wait()
 
+    async def wait_clear(self, timeout: float) -> bool:
+        """Wait up to `timeout` s for a `clear`; whether one has come."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(0.0, timeout)):
+                while not self.rx.clears:
+                    self._cleared.clear()
+                    await self._cleared.wait()
+        return bool(self.rx.clears)
+
     @property
     def playing(self) -> bool:
         return time.monotonic() < self._play_end
@@ -280,6 +290,7 @@ class PhoneCall:
                     self._mark_wakeup.set()
                 elif event == "clear":
                     self.rx.clears.append(now)
+                    self._cleared.set()
                     self._play_end = now
                     self._pending_marks = deque((now, n) for _, n in self._pending_marks)
                     self._mark_wakeup.set()
