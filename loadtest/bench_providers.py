@@ -15,6 +15,10 @@ Per turn, on the critical path from end of speech to first reply audio:
     turn         the sum of the three
     llm_stream   the whole reply stream                   minus every configured delay
 
+and, as a baseline, the same LLM and TTS requests made with a bare `httpx` client
+(`raw_llm_first`, `raw_tts_first`): the difference is what the SDKs, adapters and chains
+add over the loopback HTTP round trip itself.
+
     .venv/bin/python -m loadtest.bench_providers --turns 200
 """
 
@@ -28,6 +32,8 @@ import statistics
 import time
 from typing import Any
 
+import httpx
+
 from pipelines.chain import ChainPolicy, LLMChain, STTChain, TTSChain
 from pipelines.llm.anthropic import AnthropicLLM
 from pipelines.stt.deepgram import DeepgramSTT
@@ -39,6 +45,43 @@ from tests.fakes.deepgram import FakeDeepgram
 UTTERANCE = "spaced repetition helps memory because retrieval strengthens recall"
 REPLY = "That is a great point about memory. Why do you think spacing the reviews helps?"
 FRAME = 640
+
+
+async def raw_requests(
+    raw: httpx.AsyncClient, an_url: str, an_key: str, dg_url: str, dg_key: str
+) -> tuple[float, float]:
+    """Seconds to the first text delta and to the first audio bytes, with bare httpx."""
+    body = {
+        "model": "m",
+        "max_tokens": 300,
+        "stream": True,
+        "messages": [{"role": "user", "content": UTTERANCE}],
+    }
+    t0 = time.perf_counter()
+    async with raw.stream(
+        "POST", an_url + "/v1/messages", json=body, headers={"x-api-key": an_key}
+    ) as r:
+        first = 0.0
+        async for line in r.aiter_lines():  # read it all, so the connection is reused
+            if not first and line.startswith("data:") and "text_delta" in line:
+                first = time.perf_counter()
+    t1 = time.perf_counter()
+    async with raw.stream(
+        "POST",
+        dg_url + "/v1/speak",
+        json={"text": "That is a great point."},
+        params={
+            "model": "aura-2-thalia-en",
+            "encoding": "linear16",
+            "container": "none",
+            "sample_rate": 24000,
+        },
+        headers={"Authorization": "Token " + dg_key},
+    ) as r:
+        audio = 0.0
+        async for _ in r.aiter_bytes():
+            audio = audio or time.perf_counter()
+    return first - t0, audio - t1
 
 
 def pct(values: list[float], q: float) -> float:
@@ -64,9 +107,8 @@ def serve_fakes(conn: Any, args: argparse.Namespace) -> None:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     policy = ChainPolicy(first_byte_timeout=5, idle_timeout=5, finalize_timeout=5)
-    samples: dict[str, list[float]] = {
-        k: [] for k in ("stt_final", "llm_first", "tts_first", "turn", "llm_stream")
-    }
+    stages = ("stt_final", "llm_first", "tts_first", "turn", "llm_stream")
+    samples: dict[str, list[float]] = {k: [] for k in (*stages, "raw_llm_first", "raw_tts_first")}
     parent, child = multiprocessing.Pipe()
     fakes = multiprocessing.get_context("spawn").Process(target=serve_fakes, args=(child, args))
     fakes.start()
@@ -77,6 +119,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         llm = LLMChain([AnthropicLLM(an_key, base_url=an_url)], policy)
         tts = TTSChain([DeepgramTTS(dg_key, base_url=dg_url)], policy)
         stream = await stt.open(lambda _: None)
+        raw = httpx.AsyncClient(timeout=10)
         audio = speechcodec.encode(UTTERANCE)
         for turn in range(args.turns + args.warmup):
             for i in range(0, len(audio), FRAME):
@@ -108,7 +151,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             samples["turn"].append(stt_o + llm_o + tts_o)
             expected = args.llm_first + (n_tokens - 1) * args.llm_gap
             samples["llm_stream"].append(t3 - t1 - expected)
+            raw_llm, raw_tts = await raw_requests(raw, an_url, an_key, dg_url, dg_key)
+            samples["raw_llm_first"].append(raw_llm - args.llm_first)
+            samples["raw_tts_first"].append(raw_tts - args.tts_first)
         await stream.aclose()
+        await raw.aclose()
         for chain in (stt, llm, tts):
             await chain.aclose()
     finally:

@@ -64,6 +64,12 @@ class FakeAnthropic(FakeServer):
         return web.json_response(body, status=status, headers=headers)
 
     async def messages(self, request: web.Request) -> web.StreamResponse:
+        try:
+            return await self._messages(request)
+        except ConnectionResetError:  # the client stopped reading (a barge-in)
+            return web.Response(status=499)
+
+    async def _messages(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.log_request(request, body)
         if not self.authorized(request):

@@ -75,6 +75,12 @@ class FakeOpenAI(FakeServer):
 
     # ------------------------------------------------------------------ chat
     async def chat(self, request: web.Request) -> web.StreamResponse:
+        try:
+            return await self._chat(request)
+        except ConnectionResetError:  # the client stopped reading (a barge-in)
+            return web.Response(status=499)
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         early, fault = await self._gate(request, body)
         if early is not None:
@@ -164,6 +170,9 @@ async def stream_audio(
             return resp
         if i and server.chunk_delay:
             await asyncio.sleep(server.chunk_delay)
-        await resp.write(audio[start : start + CHUNK_BYTES])
+        try:
+            await resp.write(audio[start : start + CHUNK_BYTES])
+        except ConnectionResetError:  # the client stopped listening (a barge-in)
+            return resp
     await resp.write_eof()
     return resp
