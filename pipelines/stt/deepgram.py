@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ _FINALIZE = "Finalize"
 _CLOSE = "CloseStream"
 #: Items (frames or control messages) waiting for the socket: ~20 s of 20 ms frames.
 _QUEUE_ITEMS = 1000
+#: A connection that lived this long was healthy: its loss starts a new count of retries.
+_HEALTHY_SECONDS = 10.0
 #: Audio kept for replay: the session ends utterances long before this.
 _MAX_REPLAY_BYTES = 120 * STT_SAMPLE_RATE * 2
 
@@ -257,6 +260,7 @@ class DeepgramStream:
     async def _supervise(self, ready: asyncio.Future[None]) -> None:
         name = self._owner.name
         while not self._closing:
+            began = time.monotonic()
             try:
                 await self._session(ready)
                 err = rz.fault(name, rz.DROPPED, "socket closed by the provider")
@@ -271,6 +275,8 @@ class DeepgramStream:
                 return
             if self._closing:
                 return
+            if time.monotonic() - began >= _HEALTHY_SECONDS:
+                self._reconnects = 0  # it had been fine for a while: a new incident
             if err.permanent or self._reconnects >= self._owner.reconnect_attempts:
                 self._fail(err)
                 return

@@ -155,12 +155,23 @@ class _Live:
         self.received += len(data)
         self.since_interim += len(data)
         f = self.fault
-        if f is not None and f.kind in ("drop", "malformed") and self.received >= f.after:
-            self.fault = None
+        if f is not None and self.received >= f.after:
             if f.kind == "drop":
                 self.server.abort(self.request)
                 return True
-            await self.ws.send_str('{"type": "Results", "channel": ')
+            if f.kind == "error_event":
+                error = {
+                    "type": "Error",
+                    "variant": "error",
+                    "code": "NET-0000",
+                    "description": "fake internal error",
+                }
+                await self.ws.send_json(error)
+                await self.ws.close(code=1011, message=b"NET-0000")
+                return True
+            if f.kind == "malformed":
+                self.fault = None
+                await self.ws.send_str('{"type": "Results", "channel": ')
         words = speechcodec.decode(bytes(self.buf))
         pending = words[self.delivered :]
         quiet = speechcodec.trailing_silence_ms(bytes(self.buf))

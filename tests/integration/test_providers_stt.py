@@ -115,6 +115,15 @@ async def test_deepgram_malformed_message_is_skipped(fake_deepgram, caplog) -> N
     await stream.aclose()
 
 
+async def test_deepgram_error_message_reconnects_and_replays(fake_deepgram) -> None:
+    fake_deepgram.fault("error_event", after=FRAME * 10)
+    stream = await deepgram(fake_deepgram).open(lambda _: None)
+    await speak(stream, SENTENCE, pace=0.002)
+    assert await stream.finalize() == SENTENCE
+    assert fake_deepgram.connections == 2
+    await stream.aclose()
+
+
 async def test_discarded_false_start_does_not_leak_into_the_next_utterance(fake_deepgram) -> None:
     stream = await deepgram(fake_deepgram).open(lambda _: None)
     await speak(stream, "review the brain")
