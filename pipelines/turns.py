@@ -285,8 +285,9 @@ class TurnTaker:
         return len(self.content_words(text)) >= self.config.barge_in_min_words
 
     def _dismissable(self, text: str) -> bool:
-        """A transcript so far that is only backchannel, filler or echo (empty = not known)."""
-        return bool(words(text)) and not self._wants_floor(text)
+        """A transcript so far that is only backchannel, filler or echo (empty = not known):
+        such speech never interrupts by its length alone."""
+        return bool(words(text)) and not self._wants_floor(text) and not self.content_words(text)
 
     def _end(self, utt: Utterance) -> Act:
         utt.ended = True

@@ -172,6 +172,15 @@ def test_a_long_backchannel_transcript_blocks_the_duration_rule():
     assert Act.INTERRUPT not in [a for _, a in acts]
 
 
+def test_a_few_content_words_do_not_block_the_duration_rule():
+    tt = TurnTaker(TurnConfig(barge_in_confirm_ms=900, barge_in_min_words=3))
+    tt.speech_started(agent_busy=True, voiced_ms=120)
+    run(tt, "v" * 20)
+    assert tt.interim("Today I learned") == []  # one content word: not enough by itself
+    acts = run(tt, "v" * 20)
+    assert [a for _, a in acts] == [Act.INTERRUPT]  # ...but it is speech, and long enough
+
+
 def test_words_of_intent_or_enough_content_words_confirm_early():
     for text in ("Wait, what?", "Stop.", "tell me about the moon landing"):
         tt = TurnTaker(TurnConfig(barge_in_min_words=3))

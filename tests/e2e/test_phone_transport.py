@@ -1,0 +1,127 @@
+"""The Twilio Media Streams handler in-process (aiohttp test server, in-test providers, the
+phone simulator as the client): session ids from the call, marks and what is remembered,
+`clear` and no audio of a cleared reply, hang-up, and input the handler must survive."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+import websockets
+from aiohttp.test_utils import TestServer
+
+from loadtest.phone_sim import PhoneCall
+from pipelines.registry import Providers
+from server.app import create_app
+from server.appkeys import ENGINE, STORAGE
+from server.settings import Settings
+from server.twilio_stream import session_id_for
+from tests.fakes_engine import ScriptedLLM, ScriptedSTT, ToneTTS
+from tests.speech import silence, synth
+
+REPLY = "One two three four. Five six seven eight. Nine ten eleven twelve."
+
+
+@pytest.fixture
+async def phone(tmp_path):
+    stt = ScriptedSTT(["count for me", "hold on please"], interim_every=1000)
+    providers = Providers(stt=stt, llm=ScriptedLLM(REPLY), tts=ToneTTS(1.0))
+    settings = Settings.from_env(
+        {}, twilio_validate_signature=False, database_path=str(tmp_path / "c.db")
+    )
+    server = TestServer(create_app(settings, providers=providers))
+    await server.start_server()
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+def _url(server: TestServer) -> str:
+    return f"ws://127.0.0.1:{server.port}/twilio/stream"
+
+
+async def _history(server: TestServer, session_id: str) -> list:
+    captures = server.app[STORAGE].captures
+    for _ in range(30):
+        rows = await captures.history(session_id, 10)
+        if rows:
+            return rows
+        await asyncio.sleep(0.1)
+    return []
+
+
+def test_session_ids_derive_from_the_call():
+    assert session_id_for("CA0123456789abcdef0123456789abcdef") == (
+        "call-CA0123456789abcdef0123456789abcdef"
+    )
+    assert session_id_for("CA/../x y") == "call-CA____x_y"
+    assert len(session_id_for("CA" + "z" * 200)) <= 64
+    assert session_id_for("").startswith("call-") and len(session_id_for("")) > 10
+
+
+async def test_barge_in_clears_drops_the_reply_and_remembers_the_acknowledged_part(phone):
+    async with PhoneCall(_url(phone), call_sid="CAbarge") as call:
+        _, end = await call.say(synth("Count for me please.", 8000) + silence(0.8, 8000))
+        first = await call.wait_media(end - 0.8, timeout=10)
+        await asyncio.sleep(max(0.0, first + 1.5 - time.monotonic()))
+        talk = synth("Hold on, I want to ask something about those numbers.", 8000)
+        start, _ = await call.say(talk + silence(1.0, 8000))
+        await call.wait_media(call.rx.clears[0] if call.rx.clears else start, timeout=10)
+        await asyncio.sleep(0.5)
+        hung_up = time.monotonic()
+    rx = call.rx
+    # One clear for the barge-in (a second one may come for the next reply at hang-up).
+    assert rx.clears[0] > start and all(t > hung_up for t in rx.clears[1:])
+    clear_t = rx.clears[0]
+    cut_turn = rx.turns()[0]
+    later = [rx.media_turn[i] for i, (t, _) in enumerate(rx.media) if t > clear_t]
+    assert later and cut_turn not in later  # the reply to the interruption, nothing else
+    acked = [
+        int(name.split("-")[1])
+        for t, name in rx.acks
+        if t < clear_t and name.startswith(f"t{cut_turn}-") and not name.endswith("end")
+    ]
+    heard_s = max(acked) / 1000
+    rows = await _history(phone, "call-CAbarge")
+    first_row = rows[0] if rows[0].user_text == "count for me" else rows[-1]
+    heard = first_row.agent_text.split()
+    whole, part = divmod(heard_s, 1.0)  # 1 s and four words per sentence
+    expected = 4 * int(whole) + int(4 * part)
+    assert expected - 1 <= len(heard) <= expected, (heard, heard_s)
+    assert REPLY.split()[: len(heard)] == heard
+    assert first_row.metadata["interrupted"] is True
+
+
+async def test_hang_up_remembers_what_was_heard_and_bad_messages_are_ignored(phone):
+    async with PhoneCall(_url(phone), call_sid="CAhangup") as call:
+        ws = call._ws
+        assert ws is not None
+        junk = [
+            "{", "[]", '{"event": 5}', '{"event":"media","media":{"payload":"!!"}}',
+            '{"event":"media","media":{"payload":' + json.dumps("A" * 20000) + "}}",
+            '{"event":"mark","mark":{"name":"t99999999999-1"}}', '{"event":"mark"}',
+            '{"event":"start"}', '{"event":"dtmf","dtmf":{"digit":"#"}}',
+        ]  # fmt: skip
+        for message in junk:
+            await ws.send(message)
+        _, end = await call.say(synth("Count for me please.", 8000) + silence(0.8, 8000))
+        first = await call.wait_media(end - 0.8, timeout=10)
+        await asyncio.sleep(max(0.0, first + 0.6 - time.monotonic()))
+    rows = await _history(phone, "call-CAhangup")
+    assert len(rows) == 1 and rows[0].metadata["interrupted"] is True
+    heard = rows[0].agent_text.split()
+    assert 0 < len(heard) < 6 and REPLY.split()[: len(heard)] == heard
+
+
+async def test_a_call_without_start_or_with_a_foreign_format_opens_no_session(phone):
+    async with websockets.connect(_url(phone)) as ws:
+        await ws.send(json.dumps({"event": "connected", "protocol": "Call"}))
+        await ws.send(json.dumps({"event": "media", "media": {"payload": "/w=="}}))
+        fmt = {"encoding": "audio/l16", "sampleRate": 16000}
+        await ws.send(json.dumps({"event": "start", "start": {"mediaFormat": fmt}}))
+        await ws.send(json.dumps({"event": "stop"}))
+        await asyncio.wait_for(ws.wait_closed(), 5)
+    assert not phone.app[ENGINE].sessions
