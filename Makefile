@@ -37,5 +37,10 @@ format: $(VENV)/.installed-dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# Real-time voice sweep (server pinned to CPU 0, load generator to CPU 1; < 15 min),
+# written to docs/benchmarks.md. Run it on an otherwise idle machine.
+bench: $(VENV)/.installed-dev
+	bash loadtest/bench.sh
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

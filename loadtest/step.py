@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -83,6 +84,7 @@ async def run_step(
         await asyncio.sleep(plan.measure_s)
         after: Sample | None = probe.sample() if probe else None
         me_after = self_sample()
+        loadavg = os.getloadavg()[0]
         for c in callers:
             c.record = False
         await asyncio.sleep(plan.drain_s)
@@ -96,7 +98,7 @@ async def run_step(
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(5.0):
                     await asyncio.gather(*(c.closed for c in callers))
-    return summarize(
+    result = summarize(
         plan=plan,
         script=script,
         tallies=[c.tally for c in callers],
@@ -108,3 +110,5 @@ async def run_step(
         lateness=lateness,
         floor_s=floor_s,
     )
+    result["machine_loadavg_1m"] = round(loadavg, 2)
+    return result

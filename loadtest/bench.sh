@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# `make bench`: the real-time voice sweep on this machine, written to docs/benchmarks.md.
+#
+# 1. One worker pinned to CPU $SERVER_CPU (taskset), the load generator pinned to
+#    $GEN_CPU: callers ramp through $STEPS_ONE until a step misses the budget.
+# 2. `--workers 2` sharing Redis (if reachable), not pinned (on a 2-core machine the
+#    generator shares the cores with the workers: read that table as a lower bound).
+#
+# Bounded: every step has a fixed length and the whole run stops at $MAX_SECONDS. Only
+# 127.0.0.1. Override any variable below from the environment, e.g.
+#     STEPS_ONE=1,100,200 MEASURE=10 make bench
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+PORT=${PORT:-18780}
+SERVER_CPU=${SERVER_CPU:-0}
+GEN_CPU=${GEN_CPU:-1}
+STEPS_ONE=${STEPS_ONE:-1,50,100,200,300,350,400,450,500}
+STEPS_TWO=${STEPS_TWO:-1,100,200,300,400,500,600}
+MEASURE=${MEASURE:-20}
+MEASURE_FIRST=${MEASURE_FIRST:-40}
+MAX_SECONDS=${MAX_SECONDS:-380}
+TWO_WORKERS=${TWO_WORKERS:-1}
+NOTES=${NOTES:-}
+OUT=${OUT:-loadtest/results}
+DOC=${DOC:-docs/benchmarks.md}
+REDIS_URL_BENCH=${REDIS_URL_BENCH:-redis://127.0.0.1:6379/0}
+
+mkdir -p "$OUT"
+WORK=$(mktemp -d /tmp/lva-bench.XXXXXX)
+SERVER_PID=""
+
+cleanup() {
+  if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL "$SERVER_PID" 2>/dev/null || true
+  fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+pinned() {  # pinned CPU-LIST: the taskset prefix (nothing on one core or no CPU list)
+  if command -v taskset >/dev/null && [[ $(nproc) -gt 1 && -n "$1" ]]; then
+    echo "taskset -c $1"
+  fi
+}
+
+start_server() {  # start_server CPU-LIST extra-args...
+  local cpus=$1; shift
+  # shellcheck disable=SC2046  # the prefix is meant to split into words
+  STT_PROVIDERS=simulated LLM_PROVIDERS=simulated TTS_PROVIDERS=simulated \
+  ENDPOINT_SILENCE_MS=200 DATABASE_PATH="$WORK/captures.db" LOG_FORMAT=json \
+  PROMETHEUS_MULTIPROC_DIR="" \
+    $(pinned "$cpus") "$PY" -m server --host 127.0.0.1 --port "$PORT" "$@" \
+    >"$WORK/server.log" 2>&1 &
+  SERVER_PID=$!  # taskset execs the server: the same pid
+  for _ in $(seq 1 150); do
+    if curl -fsS "http://127.0.0.1:$PORT/health/ready" >/dev/null 2>&1; then
+      sleep 1  # workers: let every one of them come up
+      return 0
+    fi
+    kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/server.log"; exit 1; }
+    sleep 0.2
+  done
+  echo "server not ready"; cat "$WORK/server.log"; exit 1
+}
+
+stop_server() {
+  kill -TERM "$SERVER_PID"
+  for _ in $(seq 1 150); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.2; done
+  SERVER_PID=""
+}
+
+sweep() {  # sweep CPU-LIST STEPS LABEL JSON
+  "$PY" -c "pass"  # warm the interpreter's caches before timing anything
+  # shellcheck disable=SC2046
+  $(pinned "$1") "$PY" -m loadtest.voice_load --url "ws://127.0.0.1:$PORT" --steps "$2" \
+    --measure "$MEASURE" --measure-first "$MEASURE_FIRST" --server-pid "$SERVER_PID" \
+    --max-seconds "$MAX_SECONDS" --label "$3" --json "$4" --markdown "${4%.json}.md"
+}
+
+echo "== one worker on CPU $SERVER_CPU, load generator on CPU $GEN_CPU"
+start_server "$SERVER_CPU"
+sweep "$GEN_CPU" "$STEPS_ONE" "One worker, one core (server on CPU $SERVER_CPU)" "$OUT/one-worker.json"
+stop_server
+
+TWO_ARG=()
+if [[ "$TWO_WORKERS" == 1 ]]; then
+  echo "== two workers (--workers 2), sessions in Redis when reachable"
+  if "$PY" -c "import redis,sys; redis.Redis.from_url('$REDIS_URL_BENCH').ping()" 2>/dev/null; then
+    export REDIS_URL="$REDIS_URL_BENCH" REDIS_KEY_PREFIX="lva-bench-$$:"
+    two_label="Two workers (--workers 2, sessions in Redis), not pinned"
+  else
+    two_label="Two workers (--workers 2, in-memory sessions), not pinned"
+  fi
+  start_server "" --workers 2
+  sweep "" "$STEPS_TWO" "$two_label" "$OUT/two-workers.json"
+  stop_server
+  if [[ -n "${REDIS_KEY_PREFIX:-}" ]]; then
+    "$PY" -c "
+import redis; r = redis.Redis.from_url('$REDIS_URL_BENCH')
+keys = list(r.scan_iter('$REDIS_KEY_PREFIX*'))
+r.delete(*keys) if keys else None"
+  fi
+  TWO_ARG=(--two "$OUT/two-workers.json")
+fi
+
+"$PY" -m loadtest.benchdoc --one "$OUT/one-worker.json" "${TWO_ARG[@]}" --out "$DOC" \
+  --notes "$NOTES"
