@@ -29,6 +29,7 @@ from pipelines.ports import SessionStore as SessionStoreProto
 from pipelines.providers import (
     STT_SAMPLE_RATE,
     LanguageModel,
+    ProviderError,
     SpeechToText,
     STTStream,
     TextToSpeech,
@@ -434,6 +435,11 @@ class Session(TurnTaking):
             await coro
         except asyncio.CancelledError:
             raise
+        except ProviderError as exc:  # every provider of a stage failed: say which
+            log.warning("turn failed: %s", exc, extra={"session_id": self.id})
+            self.outbox.emit(
+                ev.Error("provider_unavailable", f"{exc.provider} is unavailable ({exc.kind})")
+            )
         except Exception as exc:  # one failed turn must not end the conversation
             log.exception("session task failed", extra={"session_id": self.id})
             self.outbox.emit(ev.Error("internal", f"this turn failed: {type(exc).__name__}"))
