@@ -82,6 +82,13 @@ class HubObserver:
             self._labels("provider", to_provider),
         ).inc()
 
+    def provider_latency(self, stage: str, provider: str, seconds: float) -> None:
+        """First-output latency of the provider that served a stage (chains report it)."""
+        if _valid(seconds):
+            self._prom.provider_first_output.labels(
+                self._labels("stage", stage), self._labels("provider", provider)
+            ).observe(float(seconds))
+
     def work_time(self, stage: str, seconds: float) -> None:
         if _valid(seconds):
             self._prom.work_seconds.labels(self._labels("stage", stage)).inc(float(seconds))

@@ -117,6 +117,13 @@ class PromMetrics:
             ["stage", "from_provider", "to_provider"],
             registry=r,
         )
+        self.provider_first_output = Histogram(
+            "lva_provider_first_output_seconds",
+            "Time from request to a provider's first output (transcript, token, audio).",
+            ["stage", "provider"],
+            buckets=VOICE_BUCKETS,
+            registry=r,
+        )
         self.work_seconds = Counter(
             "lva_work_seconds",
             "CPU-bound work time (vad, stt, tts) in seconds.",
