@@ -169,3 +169,34 @@ async def test_speculative_reply_is_thrown_away_when_the_caller_goes_on():
     assert len(dones) == 1  # ...but only the real turn's reply was shown and spoken
     starts = [e for e in events if isinstance(e, ev.AudioStart)]
     assert len(starts) == 1
+
+
+def _attenuate(pcm: bytes, db: float) -> bytes:
+    import numpy as np
+
+    x = np.frombuffer(pcm, dtype="<i2").astype(np.float64) * 10 ** (db / 20)
+    return np.rint(x).astype("<i2").tobytes()
+
+
+async def test_echo_of_the_agent_on_a_phone_line_does_not_barge_in():
+    from audio.pcm import rms_dbfs
+
+    voice = synth("One two three four, five six seven eight.")
+    echo = _attenuate(voice, -35.0)
+    assert rms_dbfs(echo) < -45.0 < rms_dbfs(voice)
+    for pcm, expect_cut in ((echo, False), (voice, True)):
+        store = DictStore()
+        llm = ScriptedLLM("One two three four. Five six seven eight. Nine ten eleven twelve.")
+        stt = PauseSTT([], finals=["one two three four five six seven eight"])
+        session, outbox = make_session(
+            stt=stt, llm=llm, store=store, audio_lead_s=0.1, echo_guard=True
+        )
+        async with session:
+            session.submit_text("count for me")
+            await drain(outbox, ev.AudioStart)
+            await feed(session, pcm + silence(0.8), pace=0.01)
+            events = await drain(outbox, ev.AudioEnd if not expect_cut else ev.Interrupted)
+            await asyncio.sleep(0.05)
+        assert any(isinstance(e, ev.Interrupted) for e in events) is expect_cut
+        if not expect_cut:
+            assert store.data["s1"][0].agent == llm.reply  # heard whole, not cut by its echo
