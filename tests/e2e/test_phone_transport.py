@@ -90,7 +90,10 @@ async def test_barge_in_clears_drops_the_reply_and_remembers_the_acknowledged_pa
     heard = first_row.agent_text.split()
     whole, part = divmod(heard_s, 1.0)  # 1 s and four words per sentence
     expected = 4 * int(whole) + int(4 * part)
-    assert expected - 1 <= len(heard) <= expected, (heard, heard_s)
+    # +-1 word: an ack in flight at the decision, and the resampler's delay shifting the
+    # sentence boundaries on the reply's audio timeline by a few tens of ms.
+    assert abs(len(heard) - expected) <= 1, (heard, heard_s)
+    assert len(heard) < len(REPLY.split())
     assert REPLY.split()[: len(heard)] == heard
     assert first_row.metadata["interrupted"] is True
 
