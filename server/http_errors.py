@@ -69,7 +69,17 @@ async def read_json_object(request: web.Request, max_bytes: int = 64 * 1024) -> 
     """The request body as a JSON object, or a clear 4xx."""
     if request.content_length is not None and request.content_length > max_bytes:
         raise ApiError(413, "payload_too_large", f"body over {max_bytes} bytes")
-    raw = await request.content.read(max_bytes + 1)
+    # StreamReader.read(n) returns what has arrived so far, not n bytes: read to EOF
+    # (bounded) so a body that comes in several TCP segments is not cut short.
+    chunks: list[bytes] = []
+    size = 0
+    while size <= max_bytes:
+        chunk = await request.content.read(max_bytes + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    raw = b"".join(chunks)
     if len(raw) > max_bytes:
         raise ApiError(413, "payload_too_large", f"body over {max_bytes} bytes")
     import json
