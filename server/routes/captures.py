@@ -41,9 +41,12 @@ def _bad(code: str, message: str) -> ApiError:
 
 def _int_field(value: object, name: str, lo: int, hi: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            value = int(value)
-        else:
+        # int() itself decides: str.isdigit() also accepts "²", which int() rejects.
+        try:
+            value = int(value) if isinstance(value, str) and len(value) <= 20 else None
+        except ValueError:
+            value = None
+        if value is None:
             raise _bad(f"invalid_{name}", f"`{name}` must be an integer from {lo} to {hi}")
     if not lo <= value <= hi:
         raise _bad(f"invalid_{name}", f"`{name}` must be an integer from {lo} to {hi}")

@@ -95,6 +95,8 @@ async def test_history_and_limit(client: TestClient) -> None:
         ("/api/sessions/alice/history?limit=0", "invalid_limit"),
         ("/api/sessions/alice/history?limit=1001", "invalid_limit"),
         ("/api/sessions/alice/history?limit=abc", "invalid_limit"),
+        ("/api/sessions/alice/history?limit=%C2%B2", "invalid_limit"),
+        ("/api/sessions/alice/history?limit=1.5", "invalid_limit"),
         ("/api/sessions/" + "x" * 65 + "/history", "invalid_session_id"),
         ("/api/sessions/bad%20id/history", "invalid_session_id"),
         ("/api/sessions/alice/export?format=pdf", "invalid_format"),
