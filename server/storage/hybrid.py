@@ -123,8 +123,11 @@ class HybridStore:
             self._cache.move_to_end(key)
             self.cache_hits += 1
             return cached[2]
+        # The generation the search started under: a write landing while it runs must
+        # invalidate this result too, not have it cached as if it were current.
+        generation = self.generation
         hits = await self._search(query)
-        self._cache[key] = (self.generation, time.monotonic(), hits)
+        self._cache[key] = (generation, time.monotonic(), hits)
         self._cache.move_to_end(key)
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)

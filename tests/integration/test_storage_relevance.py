@@ -5,6 +5,7 @@ The Postgres variant of this test lives in test_storage_postgres.py and reuses `
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -78,6 +79,44 @@ async def test_cache_is_invalidated_by_new_captures(tmp_path: Path) -> None:
         await store.write_batch(
             [Capture("s", "What is quantum entanglement?", "Linked particles.", time.time())]
         )
+        hits = await store.search(q)
+        assert [h.user_text for h in hits] == ["What is quantum entanglement?"]
+    finally:
+        await store.close()
+
+
+class _SlowKeywordStore(SQLiteCaptureStore):
+    """SQLite whose keyword search holds its (already computed) answer until released."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.answered = asyncio.Event()
+        self.release = asyncio.Event()
+        self.hold = False
+
+    async def keyword_search(self, query: SearchQuery, k: int) -> list:
+        hits = await super().keyword_search(query, k)
+        if self.hold:
+            self.answered.set()
+            await self.release.wait()
+        return hits
+
+
+async def test_write_during_a_search_does_not_cache_the_stale_answer(tmp_path: Path) -> None:
+    backend = _SlowKeywordStore(str(tmp_path / "race.db"))
+    store = HybridStore(backend, None, cache_ttl=60)
+    await store.start()
+    try:
+        q = SearchQuery("quantum entanglement")
+        backend.hold = True
+        searching = asyncio.create_task(store.search(q))
+        await backend.answered.wait()  # the query ran before the capture was written
+        await store.write_batch(
+            [Capture("s", "What is quantum entanglement?", "Linked particles.", time.time())]
+        )
+        backend.hold = False
+        backend.release.set()
+        assert await searching == []
         hits = await store.search(q)
         assert [h.user_text for h in hits] == ["What is quantum entanglement?"]
     finally:
