@@ -51,26 +51,15 @@ class MemorySessionStore:
 
     async def append_exchange(self, session_id: str, exchange: Exchange) -> None:
         now = self._clock()
-        self._sweep(now)
-        session = self._live(session_id, now)
-        if session is None:
-            session = _Session(now, now, deque(maxlen=self._max_exchanges))
-            self._sessions[session_id] = session
-            self._enforce_bound()
+        session = self._live_or_new(session_id, now)
         session.exchanges.append(exchange)
         session.exchange_count += 1
         self._refresh(session_id, session, now)
 
     async def touch(self, session_id: str) -> None:
+        # A live connection that has not spoken yet still counts as an active session.
         now = self._clock()
-        self._sweep(now)
-        session = self._live(session_id, now)
-        if session is None:
-            # A live connection that has not spoken yet still counts as an active session.
-            session = _Session(now, now, deque(maxlen=self._max_exchanges))
-            self._sessions[session_id] = session
-            self._enforce_bound()
-        self._refresh(session_id, session, now)
+        self._refresh(session_id, self._live_or_new(session_id, now), now)
 
     # --- SessionAdmin ----------------------------------------------------------------
     async def count_active(self) -> int:
@@ -104,6 +93,16 @@ class MemorySessionStore:
         if now - session.last_activity >= self._ttl:
             del self._sessions[session_id]
             return None
+        return session
+
+    def _live_or_new(self, session_id: str, now: float) -> _Session:
+        """The live session, or a new empty one (expired ones swept, the bound kept)."""
+        self._sweep(now)
+        session = self._live(session_id, now)
+        if session is None:
+            session = _Session(now, now, deque(maxlen=self._max_exchanges))
+            self._sessions[session_id] = session
+            self._enforce_bound()
         return session
 
     def _refresh(self, session_id: str, session: _Session, now: float) -> None:
