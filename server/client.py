@@ -65,9 +65,11 @@ def write_wav(path: str, pcm: bytes, rate: int) -> None:
 class Conversation:
     """One WebSocket conversation; `turn()` speaks one utterance and collects the reply."""
 
-    def __init__(self, ws: Any, ready: dict[str, Any]) -> None:
+    def __init__(self, ws: Any, ready: dict[str, Any], tts: bool = True) -> None:
         self.ws = ws
         self.ready = ready
+        #: Without speech the reply ends at `response_done` (no `audio_end` follows).
+        self.tts = tts
         self.output_rate = ready["output_sample_rate"]
         self._speech_end: float | None = None
 
@@ -79,7 +81,7 @@ class Conversation:
         await ws.recv()  # ready (defaults)
         await ws.send(json.dumps({"type": "start", "mode": mode, "tts": tts}))
         ready = json.loads(await ws.recv())
-        return cls(ws, ready)
+        return cls(ws, ready, tts)
 
     async def close(self) -> str:
         await self.ws.send(json.dumps({"type": "end"}))
@@ -145,12 +147,12 @@ class Conversation:
                 result.transcripts.append(data)
             elif kind == "response_done":
                 result.reply = data["text"]
+                if not self.tts:
+                    return
             elif kind == "interrupted":
                 result.interrupted = True
                 return
             elif kind == "audio_end":
-                return
-            elif kind == "response_done" and not self.ready.get("tts", True):
                 return
 
 
