@@ -87,7 +87,9 @@ class HybridStore:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._indexer
             self._indexer = None
-        self._pool.shutdown(wait=True)
+        # An embedding may still be running in the thread (cancelling the indexer does
+        # not stop it; a remote embedder can take seconds): wait for it off the loop.
+        await asyncio.to_thread(self._pool.shutdown, True)
         await self.backend.close()
 
     # --- pass-through ------------------------------------------------------------------

@@ -6,6 +6,7 @@ The Postgres variant of this test lives in test_storage_postgres.py and reuses `
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from pathlib import Path
 
@@ -121,6 +122,45 @@ async def test_write_during_a_search_does_not_cache_the_stale_answer(tmp_path: P
         assert [h.user_text for h in hits] == ["What is quantum entanglement?"]
     finally:
         await store.close()
+
+
+class _SlowEmbedder:
+    """The bundled embedder, taking `seconds` a batch (as a remote one can)."""
+
+    def __init__(self, seconds: float) -> None:
+        self._inner = default_embedder()
+        self.name, self.dim = self._inner.name, self._inner.dim
+        self.seconds = seconds
+        self.started = threading.Event()
+
+    def embed(self, texts):  # type: ignore[no-untyped-def]
+        self.started.set()
+        time.sleep(self.seconds)
+        return self._inner.embed(texts)
+
+
+async def test_close_waits_for_a_running_embedding_off_the_loop(tmp_path: Path) -> None:
+    embedder = _SlowEmbedder(1.0)
+    store = HybridStore(SQLiteCaptureStore(str(tmp_path / "slow.db")), embedder)
+    await store.start()
+    await store.write_batch([Capture("s", "Spaced repetition", "Reviews spread out.", time.time())])
+    await asyncio.to_thread(embedder.started.wait, 5)  # the indexer is inside embed()
+    gaps: list[float] = []
+
+    async def tick() -> None:
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(0.01)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    ticker = asyncio.create_task(tick())
+    started = time.monotonic()
+    await store.close()
+    ticker.cancel()
+    assert time.monotonic() - started >= 0.5  # it did wait for the embedding
+    assert max(gaps) < 0.3, max(gaps)  # ...without stopping the event loop
 
 
 async def test_vector_only_hit_has_escaped_plain_snippet(tmp_path: Path) -> None:
