@@ -7,7 +7,8 @@ writes some captures twice, which `capture_id` makes harmless (exactly once in t
 
 Each process journals into its own slot directory (`slot-N`, held with `flock`), so
 instances sharing a disk never replay each other's segments while both are alive; a
-restarted instance takes a free slot and replays what a dead one left behind.
+starting instance takes a free slot and adopts the segments of every slot no live process
+holds, so what a dead one left behind is replayed whichever slot it was in.
 
 Threading: appends happen on the event loop thread (a buffered write is a memcpy; the
 OS write happens when the buffer fills); the fsync and the reading of sealed segments run
@@ -101,11 +102,34 @@ class Journal:
             break
         else:
             raise RuntimeError(f"journal: all {MAX_SLOTS} slots in {self.root} are in use")
+        self._adopt_orphans()
         for seg in self.segments():
             self._next_seq = max(self._next_seq, int(seg.stem) + 1)
             self._bytes += seg.stat().st_size
             with seg.open("rb") as fh:
                 self.entries += sum(1 for line in fh if line.strip())
+
+    def _adopt_orphans(self) -> None:
+        """Move into our slot the segments of every slot no live process holds.
+
+        A restarted process lands on the lowest free slot, which need not be the one a
+        dead process left its backlog in (a fleet that shrank leaves several): without
+        this, those captures would wait for a process that may never take that slot."""
+        own = [int(seg.stem) for seg in self.segments()]
+        seq = max(own, default=-1) + 1
+        for n in range(MAX_SLOTS):
+            slot = self.root / f"slot-{n}"
+            if slot == self.dir or not slot.is_dir() or not any(slot.glob("*.jsonl")):
+                continue
+            with (slot / ".lock").open("ab") as fh:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # a live process owns it and replays it itself
+                for seg in sorted(slot.glob("*.jsonl")):
+                    os.replace(seg, self.dir / f"{seq:012d}.jsonl")
+                    seq += 1
+                log.info("journal: adopted an orphaned slot", extra={"slot": slot.name})
 
     def close(self) -> None:
         """Blocking: fsync and close every open segment, then release the slot."""

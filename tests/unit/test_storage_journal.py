@@ -67,6 +67,32 @@ def test_each_process_gets_its_own_slot(tmp_path: Path) -> None:
     c.close()
 
 
+def test_backlog_of_a_slot_nobody_restarts_on_is_adopted(tmp_path: Path) -> None:
+    a, b, c = (Journal(str(tmp_path), 10_000) for _ in range(3))
+    for j in (a, b, c):
+        j.open()
+    assert c.dir.name == "slot-2"
+    c.append(caps(3))
+    c.close()  # slot-2's process is gone, its backlog stays on disk
+    b.close()  # ...and the fleet shrank: slot-1 is free too
+    d = Journal(str(tmp_path), 10_000)
+    d.open()
+    assert d.dir.name == "slot-1"  # the lowest free slot, not the one with the backlog
+    assert d.entries == 3  # adopted all the same
+    assert not list((tmp_path / "slot-2").glob("*.jsonl"))
+    d.append(caps(1))  # new segments never overwrite adopted ones
+    d.seal()
+    sync(d)
+    seen: list[Capture] = []
+    while (seg := d.oldest_sealed()) is not None:
+        captures, lines = read_segment(seg)
+        seen += captures
+        d.remove(seg, lines)
+    assert seen == caps(3) + caps(1)
+    a.close()
+    d.close()
+
+
 def test_size_bound(tmp_path: Path) -> None:
     j = Journal(str(tmp_path), max_bytes=400)
     j.open()
