@@ -68,7 +68,11 @@ def _time_field(value: object, name: str) -> float | None:
         else:
             if parsed.tzinfo is None:
                 parsed = parsed.replace(tzinfo=UTC)
-            return parsed.timestamp()
+            # Same range as numbers: year 1 at +14:00 is before any datetime Postgres
+            # filters can be built from (that was a 503 for a bad request).
+            ts = parsed.timestamp()
+            if 0 <= ts < 1e11:
+                return ts
     raise _bad(f"invalid_{name}", f"`{name}` must be epoch seconds or an ISO-8601 time")
 
 

@@ -67,6 +67,8 @@ async def test_hostile_query_is_answered(client: TestClient, query: str) -> None
         ({"query": "ok", "session_id": "../etc"}, "invalid_session_id"),
         ({"query": "ok", "session_id": 7}, "invalid_session_id"),
         ({"query": "ok", "since": "yesterday"}, "invalid_since"),
+        ({"query": "ok", "since": "0001-01-01T00:00:00+14:00"}, "invalid_since"),
+        ({"query": "ok", "until": "9999-12-31T23:59:59-14:00"}, "invalid_until"),
         ({"query": "ok", "until": float("inf")}, "invalid_until"),
         ({"query": "ok", "since": 200, "until": 100}, "invalid_range"),
     ],
