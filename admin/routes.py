@@ -140,7 +140,7 @@ class AdminApi:
     async def maintenance_set(self, request: web.Request) -> web.StreamResponse:
         try:
             body = await request.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: [[[[... nested too deep
             return json_error(400, "invalid_json", "The body must be a JSON object.")
         problem = _validate_maintenance(body)
         if problem:

@@ -86,7 +86,7 @@ async def read_json_object(request: web.Request, max_bytes: int = 64 * 1024) -> 
 
     try:
         body = json.loads(raw or b"null")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: nesting like [[[[... 64 KB deep
         raise ApiError(400, "invalid_json", "body is not valid JSON") from None
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "body must be a JSON object")

@@ -196,6 +196,14 @@ async def test_errors_ring_correlates_with_request_id(client: TestClient) -> Non
     assert len((await r.json())["errors"]) == 1
 
 
+@pytest.mark.parametrize("raw", [b"{", b"[" * 60_000, b"\xff"])
+async def test_maintenance_body_must_be_json(client: TestClient, hub: AdminHub, raw: bytes) -> None:
+    r = await client.post("/admin/api/maintenance", data=raw, headers=auth())
+    assert r.status == 400
+    assert (await r.json())["error"]["code"] == "invalid_json"
+    assert hub.maintenance.enabled is False
+
+
 @pytest.mark.parametrize("limit", ["0", "201", "x", "-3"])
 async def test_errors_limit_is_validated(client: TestClient, limit: str) -> None:
     r = await client.get(f"/admin/api/metrics/errors?limit={limit}", headers=auth())

@@ -49,3 +49,18 @@ async def test_body_split_across_segments_is_read_whole() -> None:
         assert status == 413 and payload["error"]["code"] == "payload_too_large"
     finally:
         await runner.cleanup()
+
+
+async def test_deeply_nested_json_is_a_400_not_a_500() -> None:
+    app = web.Application(middlewares=[json_errors])
+    app.router.add_post("/x", _echo_length)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        status, payload = await _post_in_pieces(port, b"[" * 60_000, 1)
+        assert status == 400 and payload["error"]["code"] == "invalid_json"
+    finally:
+        await runner.cleanup()
