@@ -276,6 +276,7 @@ class AdminHub:
             "providers": {
                 "errors": self.observer.provider_error_count,
                 "fallbacks": self.observer.fallback_count,
+                "first_output_ms": self.observer.provider_latencies(),
             },
             "capture": dict(self._gauge_values),
             "maintenance": self.maintenance.to_dict(),

@@ -9,17 +9,20 @@ rather than poisoning a histogram.
 from __future__ import annotations
 
 import math
+import threading
 import time
 
 from admin.context import request_id_var, session_id_var
 from admin.errors import ErrorLog, ErrorRecord
 from admin.prom import LabelGuard, PromMetrics
-from admin.stats import StageStats
+from admin.stats import StageStats, WindowedHistogram
 
 #: The stage that best answers "how long until the user hears the reply", in order.
 TURN_LATENCY_STAGES = ("first_audio", "llm_first_token", "stt_final")
 _MAX_STAGE_SECONDS = 600.0
 _MODES = frozenset({"continuous", "push_to_talk", "text", "phone"})
+#: (stage, provider) series kept for the admin JSON (labels are capped too).
+_MAX_PROVIDER_SERIES = 32
 
 
 def _valid(seconds: object) -> bool:
@@ -40,6 +43,8 @@ class HubObserver:
         self._labels = labels
         self.provider_error_count = 0
         self.fallback_count = 0
+        self._latency_lock = threading.Lock()
+        self._provider_latency: dict[tuple[str, str], WindowedHistogram] = {}
 
     def turn_completed(self, stages: dict[str, float], mode: str) -> None:
         """`stages`: seconds from the end of the user's speech to each stage of the reply."""
@@ -85,9 +90,22 @@ class HubObserver:
     def provider_latency(self, stage: str, provider: str, seconds: float) -> None:
         """First-output latency of the provider that served a stage (chains report it)."""
         if _valid(seconds):
-            self._prom.provider_first_output.labels(
-                self._labels("stage", stage), self._labels("provider", provider)
-            ).observe(float(seconds))
+            key = (self._labels("stage", stage), self._labels("provider", provider))
+            self._prom.provider_first_output.labels(*key).observe(float(seconds))
+            with self._latency_lock:
+                hist = self._provider_latency.get(key)
+                if hist is None and len(self._provider_latency) < _MAX_PROVIDER_SERIES:
+                    hist = self._provider_latency[key] = WindowedHistogram()
+                if hist is not None:
+                    hist.observe(float(seconds))
+
+    def provider_latencies(self) -> dict[str, dict[str, dict[str, float | int | None]]]:
+        """First-output latency per stage and provider (all time), for the admin JSON."""
+        out: dict[str, dict[str, dict[str, float | int | None]]] = {}
+        with self._latency_lock:
+            for (stage, provider), hist in sorted(self._provider_latency.items()):
+                out.setdefault(stage, {})[provider] = hist.total.summary_ms()
+        return out
 
     def work_time(self, stage: str, seconds: float) -> None:
         if _valid(seconds):

@@ -204,6 +204,21 @@ async def test_maintenance_body_must_be_json(client: TestClient, hub: AdminHub, 
     assert hub.maintenance.enabled is False
 
 
+async def test_metrics_report_first_output_latency_per_provider(
+    client: TestClient, hub: AdminHub
+) -> None:
+    for seconds in (0.2, 0.2, 0.4):
+        hub.observer.provider_latency("llm", "anthropic", seconds)
+    hub.observer.provider_latency("tts", "deepgram", 0.1)
+    r = await client.get("/admin/api/metrics", headers=auth())
+    latency = (await r.json())["providers"]["first_output_ms"]
+    assert set(latency) == {"llm", "tts"}
+    assert latency["llm"]["anthropic"]["count"] == 3
+    assert 190 <= latency["llm"]["anthropic"]["p50_ms"] <= 210
+    assert 390 <= latency["llm"]["anthropic"]["max_ms"] <= 410
+    assert latency["tts"]["deepgram"]["count"] == 1
+
+
 @pytest.mark.parametrize("limit", ["0", "201", "x", "-3"])
 async def test_errors_limit_is_validated(client: TestClient, limit: str) -> None:
     r = await client.get(f"/admin/api/metrics/errors?limit={limit}", headers=auth())
