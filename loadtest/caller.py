@@ -89,9 +89,9 @@ class Caller(asyncio.Protocol):
 
     # ---------------------------------------------------------------- connection
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        transport.write(self._request)
+        # uvloop's transports are not asyncio.Transport subclasses, but they write.
+        self._transport = transport  # type: ignore[assignment]
+        self._transport.write(self._request)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self._closing:

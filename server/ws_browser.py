@@ -18,8 +18,10 @@ from audio.resample import SUPPORTED_RATES
 from pipelines.events import AudioFrame, Event
 from pipelines.outbox import Outbox, OutboxOverflow
 from pipelines.session import MODES, Session, SessionInputError
+from server import ws_direct
 from server.appkeys import ADMIN, ENGINE
 from server.validation import MAX_AUDIO_FRAME_BYTES, MAX_TEXT_CHARS, valid_session_id
+from server.ws_direct import DirectAudioResponse
 from server.ws_liveness import CLOSE_NOT_READING, LivenessConfig, Traffic, watch
 
 log = logging.getLogger(__name__)
@@ -41,7 +43,8 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
     session_id = request.match_info["session_id"]
     # No aiohttp heartbeat (a callback per received frame): `ws_liveness.watch` instead.
     # autoping off: pings and pongs reach the receive loop and count as traffic.
-    ws = web.WebSocketResponse(max_msg_size=1024 * 1024, compress=False, autoping=False)
+    response = DirectAudioResponse if ws_direct.available() else web.WebSocketResponse
+    ws = response(max_msg_size=1024 * 1024, compress=False, autoping=False)
     await ws.prepare(request)
     if not valid_session_id(session_id):
         await ws.close(code=CLOSE_INVALID_SESSION, message=b"invalid session id")
@@ -131,8 +134,25 @@ async def _receive_loop(ws: web.WebSocketResponse, session: Session, traffic: Tr
     receive = ws.receive
     feed_audio = session.feed_audio
     binary = WSMsgType.BINARY
+    direct = getattr(ws, "direct", None)  # see server/ws_direct.py
+    if direct is not None:
+
+        def sink(data: bytes) -> bool:
+            n = len(data)
+            if n > MAX_AUDIO_FRAME_BYTES or n & 1:
+                return False  # the loop below answers with an error
+            traffic.rx += 1
+            feed_audio(data)
+            return True
+
+        direct.sink = sink
     while True:
-        msg = await receive()
+        if direct is not None:
+            direct.parked = True
+            msg = await receive()
+            direct.parked = False
+        else:
+            msg = await receive()
         traffic.rx += 1
         kind = msg.type
         if kind is binary:

@@ -123,8 +123,10 @@ async def test_thousand_sessions_leave_nothing_behind(tmp_path: Path) -> None:
 
     assert tasks_after == tasks_before, (tasks_before, tasks_after)
     assert fds_after <= fds_before, (fds_before, fds_after)
-    # Python objects: under 200 bytes a session (a leaked Session, Outbox or task would be
-    # kilobytes each: 1000 of them are megabytes).
-    assert traced_growth < 200 * CYCLES, traced_growth
+    # Python objects: under 512 bytes a session. A leaked Session, Outbox, connection or
+    # task is kilobytes each (1000 of them: megabytes); what remains is one-off growth of
+    # caches and containers (a single 128 KiB dict or buffer resize has been seen) and the
+    # work still in flight in the capture writer.
+    assert traced_growth < 512 * CYCLES, traced_growth
     # Process memory: allocator slack only (tracemalloc's own tables are in here too).
     assert rss_growth < 16 * 2**20, rss_growth
