@@ -26,6 +26,9 @@ NOTES=${NOTES:-}
 OUT=${OUT:-loadtest/results}
 DOC=${DOC:-docs/benchmarks.md}
 REDIS_URL_BENCH=${REDIS_URL_BENCH:-redis://127.0.0.1:6379/0}
+# Scheduling priority of the server and the generator: on a shared machine other work on
+# the same cores otherwise shows up as "server latency". 0 = as everything else.
+NICE=${NICE:--10}
 
 mkdir -p "$OUT"
 WORK=$(mktemp -d /tmp/lva-bench.XXXXXX)
@@ -41,10 +44,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
-pinned() {  # pinned CPU-LIST: the taskset prefix (nothing on one core or no CPU list)
-  if command -v taskset >/dev/null && [[ $(nproc) -gt 1 && -n "$1" ]]; then
-    echo "taskset -c $1"
+pinned() {  # pinned CPU-LIST: the nice and taskset prefix (no taskset without a CPU list)
+  local prefix=""
+  if [[ "$NICE" != 0 ]] && nice -n "$NICE" true 2>/dev/null; then
+    prefix="nice -n $NICE"
   fi
+  if command -v taskset >/dev/null && [[ $(nproc) -gt 1 && -n "$1" ]]; then
+    prefix="$prefix taskset -c $1"
+  fi
+  echo "$prefix"
 }
 
 start_server() {  # start_server CPU-LIST extra-args...
@@ -55,7 +63,7 @@ start_server() {  # start_server CPU-LIST extra-args...
   PROMETHEUS_MULTIPROC_DIR="" \
     $(pinned "$cpus") "$PY" -m server --host 127.0.0.1 --port "$PORT" "$@" \
     >"$WORK/server.log" 2>&1 &
-  SERVER_PID=$!  # taskset execs the server: the same pid
+  SERVER_PID=$!  # nice and taskset exec the server: the same pid
   for _ in $(seq 1 150); do
     if curl -fsS "http://127.0.0.1:$PORT/health/ready" >/dev/null 2>&1; then
       sleep 1  # workers: let every one of them come up
@@ -107,5 +115,8 @@ r.delete(*keys) if keys else None"
   TWO_ARG=(--two "$OUT/two-workers.json")
 fi
 
+if [[ "$NICE" != 0 ]]; then
+  NOTES="server and load generator at nice $NICE (a shared machine). $NOTES"
+fi
 "$PY" -m loadtest.benchdoc --one "$OUT/one-worker.json" "${TWO_ARG[@]}" --out "$DOC" \
   --notes "$NOTES"

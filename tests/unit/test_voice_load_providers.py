@@ -1,0 +1,77 @@
+"""The simulated providers keep the clock the load test's floor is computed from:
+STT final 150 ms after end of speech, LLM first token 300 ms later then 19 more 10 ms
+apart, TTS first audio 100 ms after a piece, 1.5 s of audio per reply in 20 ms frames."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from pipelines.chunker import SentenceChunker
+from pipelines.llm.simulated import REPLY_TOKENS, SimulatedLLM
+from pipelines.registry import ProviderSettings, build_providers
+from pipelines.stt.simulated import SimulatedSTT
+from pipelines.tts.simulated import SimulatedTTS
+
+
+async def test_stt_final_after_150_ms_and_push_keeps_no_audio() -> None:
+    stream = await SimulatedSTT().open(lambda text: None)
+    for _ in range(50):
+        stream.push(bytes(640))
+    assert not hasattr(stream, "__dict__")  # slots only: nothing grows per frame
+    t0 = time.monotonic()
+    text = await stream.finalize()
+    elapsed = time.monotonic() - t0
+    assert 0.15 <= elapsed < 0.4  # upper bound: slack for a busy test machine
+    assert text == "I said something for 1000 milliseconds."
+    stream.push(bytes(640))
+    stream.discard()
+    assert await asyncio.wait_for(stream.finalize(), 1) == "I said something for 0 milliseconds."
+
+
+async def test_llm_first_token_after_300_ms_then_every_10_ms() -> None:
+    t0 = time.monotonic()
+    times, tokens = [], []
+    async for token in SimulatedLLM().stream("hello", []):
+        times.append(time.monotonic() - t0)
+        tokens.append(token)
+    assert tokens == list(REPLY_TOKENS) and len(tokens) == 20
+    assert 0.3 <= times[0] < 0.55
+    assert 0.3 + 19 * 0.01 <= times[-1] < 0.3 + 19 * 0.01 + 0.3
+    # The first token is a whole sentence: TTS can start on it at once.
+    chunker = SentenceChunker()
+    assert chunker.push(tokens[0]) == [tokens[0].strip()]
+
+
+async def test_tts_first_audio_after_100_ms_and_a_reply_is_1_5_s() -> None:
+    tts = SimulatedTTS()
+    chunker = SentenceChunker()
+    pieces = [p for t in REPLY_TOKENS for p in chunker.push(t)] + chunker.flush()
+    total = 0
+    for piece in pieces:
+        t0 = time.monotonic()
+        first = None
+        async for frame in tts.synthesize(piece):
+            first = first if first is not None else time.monotonic() - t0
+            assert len(frame) == 640  # 20 ms at 16 kHz PCM16
+            total += len(frame)
+        assert first is not None and 0.1 <= first < 0.35
+    assert total == 75 * 640  # 1.5 s
+
+
+def test_registry_builds_simulated_alone_and_refuses_it_in_a_chain() -> None:
+    from pipelines.executor import ModelExecutor
+
+    executor = ModelExecutor(1)
+    try:
+        cfg = ProviderSettings(
+            stt_chain=("simulated",), llm_chain=("simulated",), tts_chain=("simulated",)
+        )
+        p = build_providers(cfg, executor)
+        assert (p.stt.name, p.llm.name, p.tts.name) == ("simulated",) * 3
+        with pytest.raises(ValueError, match="simulated cannot be chained"):
+            build_providers(ProviderSettings(llm_chain=("simulated", "local")), executor)
+    finally:
+        executor.shutdown()
