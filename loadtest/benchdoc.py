@@ -17,6 +17,47 @@ from typing import Any
 
 from loadtest.report import markdown
 
+CHANGES = """## What the hot path costs, and what was taken out
+
+Every session sends 50 audio frames a second, so the cost of one received frame decides
+sessions per core. Measured by hand while making these changes (2026-11-28, 01:28-01:41
+UTC): `loadtest/voice_load.py` streaming silence (no turns) from 200 callers, server pinned
+to one core, server CPU time (user + system, /proc) per received frame over 10 s. The
+machine was shared, so runs of the same code differ by a few us:
+
+| server | CPU per received frame |
+|---|---:|
+| asyncio event loop (`--loop asyncio`) | 37.5 us (1 run) |
+| uvloop (the default now) | 28-37 us (5 runs) |
+| uvloop + audio from the parser to the Session directly (`ws_direct.py`) | 22-25 us (4 runs) |
+
+In one back-to-back pair the direct hand-off took a frame from 34.8 to 22.2 us, and in a
+second pair from 37.1 to 22.3 us. Of what remains about 6 us is VAD and reframing
+(`python -m loadtest.bench_audio`); most of the rest is the kernel's loopback TCP, libuv and
+aiohttp's frame parser. With turns (reply audio, transcripts, text deltas, captures) a
+session costs about 2 ms of CPU per second of conversation (the tables below).
+
+Latency under load was dominated by pauses, not by CPU: the garbage collector walking the
+whole heap (numpy, the app, every module) stalled all sessions for tens of ms at a time.
+`python -m server` now calls `gc.freeze()` once the app has started, so a full collection
+only scans what sessions allocate; in one back-to-back pair at 300 sessions p95 overhead
+went from 38 to 15 ms. The load generator freezes its heap too and runs on uvloop, so its
+own pauses are not counted as server latency (send pacing p99 at 300 callers: 43 ms on
+asyncio, 10 ms on uvloop, 2-5 ms with the frozen heap).
+
+Also on the path: aiohttp's `heartbeat` re-armed a timer for every received chunk and,
+after a server-initiated close, kept the whole connection alive for 30 s (the 1000-cycle
+leak test found it; its CPU share was not measured separately). The watchdog in
+`server/ws_liveness.py` replaces it: it pings a client quiet for 30 s, closes it (4408)
+after 60 s, and closes a client that stopped reading (4408) when its send queue has made
+no progress for 10 s, logging how many queued events were dropped. The send queue
+(`pipelines/outbox.py`) stays bounded: 16 audio chunks (1.6 s; the reply waits for room,
+nothing is dropped while the client reads) and 512 control events (past that the
+connection is closed with 4408). `orjson` was not added: JSON is only on the control path
+(about 25 small messages per turn), well under 1 % of the CPU.
+
+"""
+
 
 def _best(report: dict[str, Any]) -> dict[str, Any] | None:
     passing = [s for s in report["steps"] if s["pass"]]
@@ -124,6 +165,7 @@ def write(one: dict[str, Any], two: dict[str, Any] | None, out: Path, notes: str
     doc += _headline(one.get("label") or "One worker", one)
     if two is not None:
         doc += _headline(two.get("label") or "Two workers", two)
+    doc.append(CHANGES)
     doc.append("## Steps\n\n")
     doc.append(markdown(one) + "\n")
     if two is not None:
