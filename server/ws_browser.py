@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 from typing import Any
@@ -136,13 +137,16 @@ async def _receive_loop(ws: web.WebSocketResponse, session: Session, traffic: Tr
     binary = WSMsgType.BINARY
     direct = getattr(ws, "direct", None)  # see server/ws_direct.py
     if direct is not None:
+        # The parser calls the sink outside this task: run it in this task's context so
+        # that what the session logs and spawns keeps the request and session ids.
+        run_in_context = contextvars.copy_context().run
 
         def sink(data: bytes) -> bool:
             n = len(data)
             if n > MAX_AUDIO_FRAME_BYTES or n & 1:
                 return False  # the loop below answers with an error
             traffic.rx += 1
-            feed_audio(data)
+            run_in_context(feed_audio, data)
             return True
 
         direct.sink = sink

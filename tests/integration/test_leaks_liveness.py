@@ -144,3 +144,55 @@ async def test_client_ping_gets_pong(tmp_path: Path) -> None:
             await ws.close()
     finally:
         await runner.cleanup()
+
+
+async def test_direct_audio_keeps_each_sessions_log_context(tmp_path: Path, monkeypatch) -> None:
+    """Audio handed from the parser straight to the Session (server/ws_direct.py) runs in
+    its own connection's context: what a turn logs carries that session's id, not none
+    and not another session's."""
+    import pipelines.stt.simulated as simulated
+    from admin.context import session_id_var
+
+    seen: list[tuple[str, str | None]] = []
+    finalize = simulated.SimulatedSTTStream.finalize
+
+    async def spy(self):  # type: ignore[no-untyped-def]
+        seen.append((asyncio.current_task().get_name(), session_id_var.get()))  # type: ignore[union-attr]
+        return await finalize(self)
+
+    monkeypatch.setattr(simulated.SimulatedSTTStream, "finalize", spy)
+    settings = Settings.from_env(
+        {},
+        database_path=str(tmp_path / "c.db"),
+        stt_providers=("simulated",),
+        llm_providers=("simulated",),
+        tts_providers=("simulated",),
+        endpoint_silence_ms=200,
+    )
+    app = create_app(settings)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    speech = (Path(__file__).parents[2] / "loadtest" / "speech.wav").read_bytes()[44:]
+
+    async def talk(http: aiohttp.ClientSession, sid: str) -> None:
+        async with http.ws_connect(f"http://127.0.0.1:{port}/ws/{sid}") as ws:
+            await ws.receive()  # ready
+            for i in range(0, len(speech) - 639, 640):
+                await ws.send_bytes(speech[i : i + 640])
+                await asyncio.sleep(0.002)
+            for _ in range(25):  # 500 ms of silence ends the turn
+                await ws.send_bytes(bytes(640))
+                await asyncio.sleep(0.002)
+            async with asyncio.timeout(5):
+                while (await ws.receive_json())["type"] != "transcript":
+                    pass
+
+    try:
+        async with aiohttp.ClientSession() as http:
+            await asyncio.gather(talk(http, "ctx-one"), talk(http, "ctx-two"))
+    finally:
+        await runner.cleanup()
+    assert sorted(str(sid) for _, sid in seen) == ["ctx-one", "ctx-two"], seen
