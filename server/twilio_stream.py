@@ -178,7 +178,7 @@ class TwilioCall:
         if msg.type is WSMsgType.TEXT:
             try:
                 message = json.loads(msg.data)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
                 self._ignore("invalid JSON")
                 return None
             if isinstance(message, dict):

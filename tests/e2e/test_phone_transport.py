@@ -107,6 +107,7 @@ async def test_hang_up_remembers_what_was_heard_and_bad_messages_are_ignored(pho
             '{"event":"media","media":{"payload":' + json.dumps("A" * 20000) + "}}",
             '{"event":"mark","mark":{"name":"t99999999999-1"}}', '{"event":"mark"}',
             '{"event":"start"}', '{"event":"dtmf","dtmf":{"digit":"#"}}',
+            "[" * 100000,
         ]  # fmt: skip
         for message in junk:
             await ws.send(message)
