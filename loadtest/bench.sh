@@ -3,8 +3,9 @@
 #
 # 1. One worker pinned to CPU $SERVER_CPU (taskset), the load generator pinned to
 #    $GEN_CPU: callers ramp through $STEPS_ONE until a step misses the budget.
-# 2. `--workers 2` sharing Redis (if reachable), not pinned (on a 2-core machine the
-#    generator shares the cores with the workers: read that table as a lower bound).
+# 2. `--workers 2`, not pinned (on a 2-core machine the generator shares the cores with
+#    the workers: read that table as a lower bound).
+# 3. One worker pinned as in 1, with sessions in Redis (if reachable), at $STEPS_REDIS.
 #
 # Bounded: every step has a fixed length and the whole run stops at $MAX_SECONDS. Only
 # 127.0.0.1. Override any variable below from the environment, e.g.
@@ -18,6 +19,7 @@ SERVER_CPU=${SERVER_CPU:-0}
 GEN_CPU=${GEN_CPU:-1}
 STEPS_ONE=${STEPS_ONE:-1,50,100,200,300,350,400,450,500}
 STEPS_TWO=${STEPS_TWO:-1,100,200,300,400,500,600}
+STEPS_REDIS=${STEPS_REDIS:-1,300}
 MEASURE=${MEASURE:-20}
 MEASURE_FIRST=${MEASURE_FIRST:-40}
 MAX_SECONDS=${MAX_SECONDS:-380}
@@ -30,6 +32,8 @@ REDIS_URL_BENCH=${REDIS_URL_BENCH:-redis://127.0.0.1:6379/0}
 # the same cores otherwise shows up as "server latency". 0 = as everything else.
 NICE=${NICE:--10}
 
+# The benchmark defines the server's storage itself (SQLite; Redis only in sweep 3).
+unset REDIS_URL REDIS_KEY_PREFIX DATABASE_URL
 mkdir -p "$OUT"
 WORK=$(mktemp -d /tmp/lva-bench.XXXXXX)
 SERVER_PID=""
@@ -94,29 +98,33 @@ start_server "$SERVER_CPU"
 sweep "$GEN_CPU" "$STEPS_ONE" "One worker, one core (server on CPU $SERVER_CPU)" "$OUT/one-worker.json"
 stop_server
 
-TWO_ARG=()
+EXTRA=()
 if [[ "$TWO_WORKERS" == 1 ]]; then
-  echo "== two workers (--workers 2), sessions in Redis when reachable"
-  if "$PY" -c "import redis,sys; redis.Redis.from_url('$REDIS_URL_BENCH').ping()" 2>/dev/null; then
-    export REDIS_URL="$REDIS_URL_BENCH" REDIS_KEY_PREFIX="lva-bench-$$:"
-    two_label="Two workers (--workers 2, sessions in Redis), not pinned"
-  else
-    two_label="Two workers (--workers 2, in-memory sessions), not pinned"
-  fi
+  echo "== two workers (--workers 2), not pinned"
   start_server "" --workers 2
-  sweep "" "$STEPS_TWO" "$two_label" "$OUT/two-workers.json"
+  sweep "" "$STEPS_TWO" "Two workers (--workers 2), not pinned" "$OUT/two-workers.json"
   stop_server
-  if [[ -n "${REDIS_KEY_PREFIX:-}" ]]; then
-    "$PY" -c "
+  EXTRA+=(--two "$OUT/two-workers.json")
+fi
+
+if [[ -n "$STEPS_REDIS" ]] &&
+  "$PY" -c "import redis; redis.Redis.from_url('$REDIS_URL_BENCH').ping()" 2>/dev/null; then
+  echo "== one worker on CPU $SERVER_CPU, sessions in Redis"
+  export REDIS_URL="$REDIS_URL_BENCH" REDIS_KEY_PREFIX="lva-bench-$$:"
+  start_server "$SERVER_CPU"
+  sweep "$GEN_CPU" "$STEPS_REDIS" "One worker, one core, sessions in Redis" \
+    "$OUT/one-worker-redis.json"
+  stop_server
+  "$PY" -c "
 import redis; r = redis.Redis.from_url('$REDIS_URL_BENCH')
 keys = list(r.scan_iter('$REDIS_KEY_PREFIX*'))
 r.delete(*keys) if keys else None"
-  fi
-  TWO_ARG=(--two "$OUT/two-workers.json")
+  unset REDIS_URL REDIS_KEY_PREFIX
+  EXTRA+=(--redis "$OUT/one-worker-redis.json")
 fi
 
 if [[ "$NICE" != 0 ]]; then
   NOTES="server and load generator at nice $NICE (a shared machine). $NOTES"
 fi
-"$PY" -m loadtest.benchdoc --one "$OUT/one-worker.json" "${TWO_ARG[@]}" --out "$DOC" \
+"$PY" -m loadtest.benchdoc --one "$OUT/one-worker.json" "${EXTRA[@]}" --out "$DOC" \
   --notes "$NOTES"

@@ -131,7 +131,13 @@ def _headline(label: str, r: dict[str, Any]) -> list[str]:
     return lines
 
 
-def write(one: dict[str, Any], two: dict[str, Any] | None, out: Path, notes: str) -> None:
+def write(
+    one: dict[str, Any],
+    two: dict[str, Any] | None,
+    out: Path,
+    notes: str,
+    redis: dict[str, Any] | None = None,
+) -> None:
     load = os.getloadavg()
     doc = [
         "# Benchmarks: real-time voice sessions per core\n\n",
@@ -165,11 +171,14 @@ def write(one: dict[str, Any], two: dict[str, Any] | None, out: Path, notes: str
     doc += _headline(one.get("label") or "One worker", one)
     if two is not None:
         doc += _headline(two.get("label") or "Two workers", two)
+    if redis is not None:
+        doc += _headline(redis.get("label") or "Sessions in Redis", redis)
     doc.append(CHANGES)
     doc.append("## Steps\n\n")
     doc.append(markdown(one) + "\n")
-    if two is not None:
-        doc.append(markdown(two) + "\n")
+    for extra in (two, redis):
+        if extra is not None:
+            doc.append(markdown(extra) + "\n")
     out.write_text("".join(doc))
 
 
@@ -177,12 +186,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--one", type=Path, required=True)
     p.add_argument("--two", type=Path)
+    p.add_argument("--redis", type=Path)
     p.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
     p.add_argument("--notes", default="")
     args = p.parse_args(argv)
     one = json.loads(args.one.read_text())
     two = json.loads(args.two.read_text()) if args.two and args.two.exists() else None
-    write(one, two, args.out, args.notes)
+    redis = json.loads(args.redis.read_text()) if args.redis and args.redis.exists() else None
+    write(one, two, args.out, args.notes, redis)
     print(f"wrote {args.out} at {time.strftime('%H:%M:%S')}")
     return 0
 
