@@ -51,8 +51,14 @@ class WhisperModelHolder:
                 from faster_whisper import WhisperModel
 
                 path = self._path or bundled_model_path()
+                # Two workers: a final transcript never queues behind an interim that is
+                # still running (CTranslate2 serialises calls within one worker).
                 self._model = WhisperModel(
-                    path, device="cpu", compute_type="int8", cpu_threads=self._threads
+                    path,
+                    device="cpu",
+                    compute_type="int8",
+                    cpu_threads=self._threads,
+                    num_workers=2,
                 )
                 log.info("whisper model loaded", extra={"model": path})
             return self._model
