@@ -1,7 +1,7 @@
 """Keep the README's configuration table in step with the settings themselves.
 
-    .venv/bin/python scripts/config_table.py          # print the table
-    .venv/bin/python scripts/config_table.py --write  # rewrite it in README.md
+.venv/bin/python scripts/config_table.py          # print the table
+.venv/bin/python scripts/config_table.py --write  # rewrite it in README.md
 """
 
 from __future__ import annotations
