@@ -191,7 +191,7 @@ async def _receive_loop(ws: web.WebSocketResponse, session: Session, traffic: Tr
 async def _handle_text(ws: web.WebSocketResponse, session: Session, raw: str) -> bool:
     try:
         message = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
         raise SessionInputError("invalid_json", "text frames must be JSON objects") from None
     if not isinstance(message, dict):
         raise SessionInputError("invalid_json", "text frames must be JSON objects")

@@ -140,6 +140,7 @@ async def test_bad_input_gets_errors_and_session_goes_on(server):
 
         await expect_error("not json", "invalid_json")
         await expect_error("[1,2]", "invalid_json")
+        await expect_error("[" * 100000, "invalid_json")
         await expect_error(json.dumps({"type": "dance"}), "unknown_type")
         await expect_error(json.dumps({"type": "start", "sample_rate": 11025}), "invalid_message")
         await expect_error(json.dumps({"type": "start", "mode": "shout"}), "invalid_message")
