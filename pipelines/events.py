@@ -78,12 +78,6 @@ class Interrupted(Event):
 
 
 @dataclass(slots=True, frozen=True)
-class Summary(Event):
-    type: ClassVar[str] = "summary"
-    text: str
-
-
-@dataclass(slots=True, frozen=True)
 class Error(Event):
     type: ClassVar[str] = "error"
     code: str

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +19,9 @@ routes = web.RouteTableDef()
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 SERVICE = "learning-voice-agent"
+#: A typed turn that has no whole reply by then is abandoned (the chain's own timeouts
+#: normally end it much sooner, with an apology).
+REPLY_TIMEOUT_S = 30.0
 
 
 @routes.get("/")
@@ -53,9 +57,15 @@ async def conversation(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
     storage = request.app[STORAGE]
     user_text = text.strip()
-    agent_text, ts = await text_turn(
-        engine.providers.llm, storage.sessions, storage.writer, session_id, user_text
-    )
+    try:
+        async with asyncio.timeout(REPLY_TIMEOUT_S):
+            agent_text, ts = await text_turn(
+                engine.providers.llm, storage.sessions, storage.writer, session_id, user_text
+            )
+    except TimeoutError:
+        raise ApiError(
+            504, "reply_timeout", f"no reply within {REPLY_TIMEOUT_S:.0f} s; try again"
+        ) from None
     return web.json_response(
         {
             "session_id": session_id,
