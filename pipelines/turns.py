@@ -111,7 +111,7 @@ class TurnConfig:
     speculate_after_ms: int = 200
     speculative_reply: bool = True
     barge_in_min_speech_ms: int = 300
-    barge_in_confirm_ms: int = 900
+    barge_in_confirm_ms: int = 1200
     barge_in_min_words: int = 3
     barge_in_pause: bool = True
     #: The recogniser transcribes each pause (Whisper's speculative final): wait for it.

@@ -255,7 +255,7 @@ class Settings:
         "BARGE_IN_CONFIRM_MS",
         "Voiced speech over the agent that interrupts without a transcript (unless a backchannel).",
         _int(20, 10000),
-        default=900,
+        default=1200,
     )
     barge_in_min_words: int = _env(
         "BARGE_IN_MIN_WORDS",
