@@ -13,11 +13,13 @@ from typing import Any
 
 from aiohttp import WSCloseCode, web
 
+from admin.checks import capture_writer_check, providers_check
+from admin.hub import AdminHub
 from pipelines.registry import Providers
 from server.appkeys import ADMIN, ENGINE, SETTINGS, STORAGE
 from server.engine import Engine
 from server.http_errors import json_errors
-from server.routes import core
+from server.routes import captures, core
 from server.routes.core import STATIC_DIR
 from server.settings import Settings
 from server.storage.factory import close_storage, open_storage
@@ -29,20 +31,15 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings, *, providers: Providers | None = None) -> web.Application:
     """Build the app. `providers` replaces the configured ones (tests, benchmarks)."""
-    middlewares = [json_errors]
-    hub = _admin_hub(settings)
-    if hub is not None:
-        middlewares.insert(0, hub.middleware)
-    app = web.Application(middlewares=middlewares, client_max_size=1024 * 1024)
+    hub = AdminHub.from_settings(settings)
+    app = web.Application(middlewares=[hub.middleware, json_errors], client_max_size=1024 * 1024)
     app[SETTINGS] = settings
-    if hub is not None:
-        app[ADMIN] = hub
+    app[ADMIN] = hub
 
     async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
         storage = await open_storage(settings)
         app[STORAGE] = storage
-        if hub is not None:
-            _watch_storage(hub, storage)
+        _watch_storage(hub, storage)
         try:
             yield
         finally:
@@ -50,16 +47,12 @@ def create_app(settings: Settings, *, providers: Providers | None = None) -> web
 
     async def engine_ctx(app: web.Application) -> AsyncIterator[None]:
         storage = app[STORAGE]
-        observer = hub.observer if hub is not None else None
-        engine = Engine(settings, storage.sessions, storage.writer, observer, providers)
+        engine = Engine(settings, storage.sessions, storage.writer, hub.observer, providers)
         app[ENGINE] = engine
         engine.start()
-        if hub is not None:
-            from admin.checks import providers_check
-
-            hub.add_health_check(
-                "providers", providers_check(engine.providers, engine.ready), critical=False
-            )
+        hub.add_health_check(
+            "providers", providers_check(engine.providers, engine.ready), critical=False
+        )
         try:
             yield
         finally:
@@ -70,41 +63,22 @@ def create_app(settings: Settings, *, providers: Providers | None = None) -> web
     app.on_shutdown.append(_close_websockets)
 
     app.add_routes(core.routes)
-    _add_optional_routes(app)
+    app.add_routes(captures.routes)
     app.router.add_get("/ws/{session_id}", ws_handler, name="ws")
     app.add_routes(_twilio_routes)
     if STATIC_DIR.is_dir():
         app.router.add_static("/static/", STATIC_DIR, name="static", append_version=False)
-    if hub is not None:
-        hub.install(app)
+    hub.install(app)
     return app
 
 
-def _admin_hub(settings: Settings) -> object | None:
-    try:
-        from admin.hub import AdminHub
-    except ImportError:
-        return None
-    return AdminHub.from_settings(settings)
-
-
-def _watch_storage(hub: Any, storage: Any) -> None:
+def _watch_storage(hub: AdminHub, storage: Any) -> None:
     """Storage health checks and capture gauges for the admin hub."""
-    from admin.checks import capture_writer_check
-
     hub.add_health_check("database", storage.captures.ping)
     hub.add_health_check("session_store", storage.sessions.ping)
     hub.add_health_check("capture_writer", capture_writer_check(storage.writer), critical=False)
     hub.add_gauge_source("capture_queue_depth", lambda: storage.writer.depth)
     hub.add_gauge_source("capture_journal_backlog", lambda: storage.writer.journal_backlog)
-
-
-def _add_optional_routes(app: web.Application) -> None:
-    try:
-        from server.routes import captures
-    except ImportError:
-        return
-    app.add_routes(captures.routes)
 
 
 async def _close_websockets(app: web.Application) -> None:
