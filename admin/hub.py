@@ -15,9 +15,10 @@ How the app factory uses it (`server` -> `admin`, never the other way)::
     hub.add_gauge_source("capture_queue_depth", lambda: writer.depth)   # () -> number
     hub.add_gauge_source("capture_journal_backlog", lambda: writer.journal_backlog)
 
-    # per voice session (WebSocket connections are counted by the middleware itself,
-    # which also puts the route's {session_id} into every log line of the session):
-    if hub.maintenance.enabled: close the new socket with 4503 (message: hub.maintenance.message)
+    # the server's session lifecycle takes the hub as its gate and session watcher
+    # (WebSocket connections are counted by the middleware itself, which also puts the
+    # route's {session_id} into every log line of the session):
+    hub.refusal()            # "maintenance" while maintenance mode is on, else None
     hub.session_opened(); Session(..., observer=hub.observer); ...; hub.session_closed()
 
 `hub.observer` implements `pipelines.ports.SessionObserver` (turn stage latencies, provider
@@ -200,6 +201,10 @@ class AdminHub:
             getattr(self.prom, name).set(value)
 
     # --- sessions and sockets ----------------------------------------------------------
+    def refusal(self) -> str | None:
+        """The session lifecycle's gate: no new sessions during maintenance."""
+        return "maintenance" if self.maintenance.enabled else None
+
     def session_opened(self) -> None:
         self.active_sessions += 1
         self.sessions_total += 1

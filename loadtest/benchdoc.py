@@ -29,7 +29,7 @@ machine was shared, so runs of the same code differ by a few us:
 |---|---:|
 | asyncio event loop (`--loop asyncio`) | 37.5 us (1 run) |
 | uvloop (the default now) | 28-37 us (5 runs) |
-| uvloop + audio from the parser to the Session directly (`ws_direct.py`) | 22-25 us (4 runs) |
+| uvloop + audio straight from the parser (`server/transports/direct.py`) | 22-25 us (4 runs) |
 
 In one back-to-back pair the direct hand-off took a frame from 34.8 to 22.2 us, and in a
 second pair from 37.1 to 22.3 us. Of what remains about 6 us is VAD and reframing
@@ -48,7 +48,7 @@ asyncio, 10 ms on uvloop, 2-5 ms with the frozen heap).
 Also on the path: aiohttp's `heartbeat` re-armed a timer for every received chunk and,
 after a server-initiated close, kept the whole connection alive for 30 s (the 1000-cycle
 leak test found it; its CPU share was not measured separately). The watchdog in
-`server/ws_liveness.py` replaces it: it pings a client quiet for 30 s, closes it (4408)
+`server/liveness.py` replaces it: it pings a client quiet for 30 s, closes it (4408)
 after 60 s, and closes a client that stopped reading (4408) when its send queue has made
 no progress for 10 s, logging how many queued events were dropped. The send queue
 (`pipelines/outbox.py`) stays bounded: 16 audio chunks (1.6 s; the reply waits for room,

@@ -1,7 +1,7 @@
 """The application factory: typed state, resource life cycles, routes.
 
 Resources open in `cleanup_ctx` order (storage, then the engine) and close in reverse; on
-shutdown every live WebSocket is closed with 1001 first, so sessions record what they
+shutdown every live connection is closed with 1001 first, so sessions record what they
 have and the capture writer flushes before the process exits.
 """
 
@@ -11,7 +11,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from aiohttp import WSCloseCode, web
+from aiohttp import web
 
 from admin.checks import capture_writer_check, providers_check
 from admin.hub import AdminHub
@@ -23,8 +23,8 @@ from server.routes import captures, core
 from server.routes.core import STATIC_DIR
 from server.settings import Settings
 from server.storage.factory import close_storage, open_storage
+from server.transports.browser import ws_handler
 from server.twilio import routes as _twilio_routes
-from server.ws_browser import ws_handler
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,15 @@ def create_app(settings: Settings, *, providers: Providers | None = None) -> web
 
     async def engine_ctx(app: web.Application) -> AsyncIterator[None]:
         storage = app[STORAGE]
-        engine = Engine(settings, storage.sessions, storage.writer, hub.observer, providers)
+        engine = Engine(
+            settings,
+            storage.sessions,
+            storage.writer,
+            hub.observer,
+            providers,
+            gate=hub,
+            watcher=hub,
+        )
         app[ENGINE] = engine
         engine.start()
         hub.add_health_check(
@@ -60,7 +68,7 @@ def create_app(settings: Settings, *, providers: Providers | None = None) -> web
 
     app.cleanup_ctx.append(storage_ctx)
     app.cleanup_ctx.append(engine_ctx)
-    app.on_shutdown.append(_close_websockets)
+    app.on_shutdown.append(_close_connections)
 
     app.add_routes(core.routes)
     app.add_routes(captures.routes)
@@ -81,9 +89,7 @@ def _watch_storage(hub: AdminHub, storage: Any) -> None:
     hub.add_gauge_source("capture_journal_backlog", lambda: storage.writer.journal_backlog)
 
 
-async def _close_websockets(app: web.Application) -> None:
+async def _close_connections(app: web.Application) -> None:
     engine = app.get(ENGINE)
-    if engine is None:
-        return
-    for ws in list(engine.connections):
-        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
+    if engine is not None:
+        await engine.lifecycle.close_all()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from admin.hub import AdminHub
     from server.engine import Engine
     from server.settings import Settings
     from server.storage.factory import Storage
@@ -16,5 +17,5 @@ SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 STORAGE: web.AppKey[Storage] = web.AppKey("storage")
 #: Providers, executor and live voice sessions (see server/engine.py).
 ENGINE: web.AppKey[Engine] = web.AppKey("engine")
-#: The admin/metrics hub (admin package), typed loosely so server does not depend on its shape.
-ADMIN: web.AppKey[Any] = web.AppKey("admin")
+#: The admin/metrics hub: health, metrics, maintenance (the lifecycle's `Gate`).
+ADMIN: web.AppKey[AdminHub] = web.AppKey("admin")

@@ -1,7 +1,8 @@
 """The process-wide voice engine: providers, the model executor and live sessions.
 
 Route handlers and transports get it from `app[ENGINE]`; it turns settings into
-`SessionConfig`s and opens `Session`s wired to the process's storage and observer.
+`SessionConfig`s and builds `Session`s wired to the process's storage and observer. Live
+conversations go through `engine.lifecycle` (server/lifecycle.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pipelines.ports import CaptureSink, NullObserver, SessionObserver, SessionS
 from pipelines.registry import Providers, ProviderSettings, build_providers
 from pipelines.session import Session, SessionConfig
 from pipelines.turns import TurnConfig
+from server.lifecycle import Gate, Lifecycle, SessionWatcher
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,9 @@ class Engine:
         captures: CaptureSink,
         observer: SessionObserver | None = None,
         providers: Providers | None = None,
+        *,
+        gate: Gate | None = None,
+        watcher: SessionWatcher | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -81,9 +86,7 @@ class Engine:
         self.providers = providers or build_providers(
             provider_settings(settings), self.executor, self.observer
         )
-        self.sessions: set[Session] = set()
-        #: Open WebSocket responses, closed with 1001 on shutdown.
-        self.connections: set[Any] = set()
+        self.lifecycle = Lifecycle(self.new_session, settings.max_sessions, gate, watcher)
         self.ready = asyncio.Event()
         self._warm: asyncio.Task[None] | None = None
 
@@ -105,15 +108,9 @@ class Engine:
             self._warm.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._warm
-        close = getattr(self.providers, "aclose", None)
-        if close is not None:  # cloud clients' connection pools
-            with contextlib.suppress(Exception):
-                await close()
+        with contextlib.suppress(Exception):  # cloud clients' connection pools
+            await self.providers.aclose()
         self.executor.shutdown()
-
-    @property
-    def full(self) -> bool:
-        return len(self.sessions) >= self.settings.max_sessions
 
     def session_config(self, **overrides: Any) -> SessionConfig:
         s = self.settings
@@ -140,11 +137,10 @@ class Engine:
         overrides.setdefault("echo_gate_dbfs", s.echo_gate_dbfs)
         return SessionConfig(endpointer=endpointer, turns=turns, **overrides)
 
-    def open_session(
-        self, session_id: str, outbox: Outbox, config: SessionConfig | None = None
-    ) -> Session:
+    def new_session(self, session_id: str, outbox: Outbox, overrides: dict[str, Any]) -> Session:
+        """A Session with the server's defaults and `overrides` (SessionConfig fields)."""
         p = self.providers
-        session = Session(
+        return Session(
             session_id,
             stt=p.stt,
             llm=p.llm,
@@ -152,7 +148,6 @@ class Engine:
             store=self.store,
             captures=self.captures,
             outbox=outbox,
-            config=config or self.session_config(),
+            config=self.session_config(**overrides),
             observer=self.observer,
         )
-        return session

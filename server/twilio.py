@@ -1,5 +1,5 @@
 """Twilio voice webhook: `POST /twilio/voice` answers a call with TwiML that connects it to a
-bidirectional Media Stream at `/twilio/stream` (handled in server/twilio_stream.py).
+bidirectional Media Stream at `/twilio/stream` (handled in server/transports/twilio_media.py).
 
 Every /twilio/* request must carry a valid `X-Twilio-Signature` (HMAC of the URL Twilio
 called and its POST parameters, keyed with TWILIO_AUTH_TOKEN), so that only Twilio can open
@@ -17,7 +17,7 @@ from twilio.twiml.voice_response import Connect, Stream, VoiceResponse
 from server.appkeys import SETTINGS
 from server.http_errors import ApiError
 from server.settings import Settings
-from server.twilio_stream import stream_handler
+from server.transports.twilio_media import stream_handler
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from pipelines.registry import Providers
 from server.app import create_app
 from server.appkeys import ENGINE, STORAGE
 from server.settings import Settings
-from server.twilio_stream import session_id_for
+from server.transports.twilio_media import session_id_for
 from tests.fakes_engine import ScriptedLLM, ScriptedSTT, ToneTTS
 from tests.speech import silence, synth
 
@@ -128,4 +128,4 @@ async def test_a_call_without_start_or_with_a_foreign_format_opens_no_session(ph
         await ws.send(json.dumps({"event": "start", "start": {"mediaFormat": fmt}}))
         await ws.send(json.dumps({"event": "stop"}))
         await asyncio.wait_for(ws.wait_closed(), 5)
-    assert not phone.app[ENGINE].sessions
+    assert not phone.app[ENGINE].lifecycle.sessions

@@ -77,7 +77,7 @@ async def settle(app: web.Application) -> None:
     """Wait until the server has closed every session (the handler's finally has run)."""
     engine = app[ENGINE]
     async with asyncio.timeout(10):
-        while engine.sessions or engine.connections:  # noqa: ASYNC110 (app-owned sets)
+        while engine.lifecycle.sessions or engine.lifecycle.transports:  # noqa: ASYNC110 (app-owned sets)
             await asyncio.sleep(0.02)
     await asyncio.sleep(0.3)  # capture writes of the last turns, close callbacks
     gc.collect()

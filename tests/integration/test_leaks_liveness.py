@@ -10,37 +10,41 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-import server.ws_browser as ws_browser
+import server.transports.browser as ws_browser
 from server.app import create_app
 from server.appkeys import ENGINE
+from server.liveness import CLOSE_NOT_READING, LivenessConfig, Traffic, watch
 from server.settings import Settings
-from server.ws_liveness import CLOSE_NOT_READING, LivenessConfig, Traffic, watch
 
 
-class FakeWs:
-    """What `watch` uses of a WebSocketResponse."""
+class FakePeer:
+    """What `watch` uses of a transport (`server.liveness.Peer`)."""
 
     def __init__(self) -> None:
         self.closed = False
         self.pings = 0
         self.close_code: int | None = None
         self.close_blocks = False
+        self.aborted = 0
 
     async def ping(self) -> None:
         self.pings += 1
 
-    async def close(self, code: int, message: bytes) -> None:
+    async def close(self, code: int, reason: str) -> None:
         if self.close_blocks:
             await asyncio.sleep(10)
         self.close_code = code
         self.closed = True
+
+    def abort(self) -> None:
+        self.aborted += 1
 
 
 FAST = LivenessConfig(tick_s=0.05, idle_ping_s=0.2, idle_close_s=0.5, stall_s=0.3)
 
 
 async def test_busy_connection_is_left_alone() -> None:
-    ws, traffic = FakeWs(), Traffic()
+    ws, traffic = FakePeer(), Traffic()
 
     async def busy() -> None:
         for _ in range(40):
@@ -48,23 +52,22 @@ async def test_busy_connection_is_left_alone() -> None:
             traffic.tx += 1
             await asyncio.sleep(0.02)
 
-    task = asyncio.create_task(watch(ws, traffic, [1], "s", lambda: None, FAST))  # type: ignore[arg-type]
+    task = asyncio.create_task(watch(ws, traffic, [1], "s", FAST))
     await busy()
     assert not task.done() and ws.close_code is None and ws.pings == 0
     task.cancel()
 
 
 async def test_quiet_peer_is_pinged_then_closed() -> None:
-    ws, traffic = FakeWs(), Traffic()
+    ws, traffic = FakePeer(), Traffic()
     async with asyncio.timeout(2):
-        await watch(ws, traffic, [], "s", lambda: None, FAST)  # type: ignore[arg-type]
+        await watch(ws, traffic, [], "s", FAST)
     assert ws.pings == 1 and ws.close_code == CLOSE_NOT_READING
 
 
 async def test_stalled_reader_is_closed_and_aborted_when_close_cannot_get_through() -> None:
-    ws, traffic = FakeWs(), Traffic()
+    ws, traffic = FakePeer(), Traffic()
     ws.close_blocks = True
-    aborted = []
 
     async def keep_talking() -> None:  # the peer still sends; it only stopped reading
         while True:
@@ -74,10 +77,10 @@ async def test_stalled_reader_is_closed_and_aborted_when_close_cannot_get_throug
     talker = asyncio.create_task(keep_talking())
     try:
         async with asyncio.timeout(4):
-            await watch(ws, traffic, ["queued"], "s", lambda: aborted.append(1), FAST)  # type: ignore[arg-type]
+            await watch(ws, traffic, ["queued"], "s", FAST)
     finally:
         talker.cancel()
-    assert aborted == [1]
+    assert ws.aborted == 1
 
 
 async def test_silent_client_is_closed_by_the_real_app(tmp_path: Path, monkeypatch) -> None:
@@ -113,7 +116,7 @@ async def test_silent_client_is_closed_by_the_real_app(tmp_path: Path, monkeypat
             await ws.close()
         engine = app[ENGINE]
         async with asyncio.timeout(3):
-            while engine.sessions:  # noqa: ASYNC110 (an app-owned set)
+            while engine.lifecycle.sessions:  # noqa: ASYNC110 (an app-owned set)
                 await asyncio.sleep(0.02)
     finally:
         await runner.cleanup()
@@ -147,7 +150,7 @@ async def test_client_ping_gets_pong(tmp_path: Path) -> None:
 
 
 async def test_direct_audio_keeps_each_sessions_log_context(tmp_path: Path, monkeypatch) -> None:
-    """Audio handed from the parser straight to the Session (server/ws_direct.py) runs in
+    """Audio handed from the parser straight to the Session (server/transports/direct.py) runs in
     its own connection's context: what a turn logs carries that session's id, not none
     and not another session's."""
     import pipelines.stt.simulated as simulated

@@ -24,13 +24,15 @@ import time
 import uuid
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSMessage, WSMsgType, web
 
 from audio.mulaw import mulaw_decode, mulaw_encode
-from pipelines.events import AudioEnd, AudioFrame, Interrupted
-from pipelines.outbox import Outbox, OutboxOverflow
+from pipelines.events import AudioEnd, AudioFrame, Event, Interrupted
 from pipelines.session import Session
-from server.appkeys import ADMIN, ENGINE
+from server.appkeys import ENGINE
+from server.liveness import LivenessConfig
+from server.transports.base import Opening, Refusal
+from server.transports.websocket import WebSocketPeer
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,18 @@ PAYLOAD_BYTES = 160  # 20 ms of mu-law at 8 kHz
 MAX_PAYLOAD_BYTES = 8000
 _ID_CHARS = re.compile(r"[^A-Za-z0-9_-]")
 _MARK = re.compile(r"^t(\d{1,9})-(\d{1,9}|end)$")
-CLOSE_UNAVAILABLE = 4503
+_CLOSING = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED)
+#: Twilio streams 20 ms of audio without pause for the whole call, so ten quiet seconds
+#: are worth a ping, and thirty without even a pong mean the stream is gone.
+LIVENESS = LivenessConfig(idle_ping_s=10.0, idle_close_s=30.0)
+#: Every call is continuous, 8 kHz both ways; its echo is guarded; marks report playback.
+PHONE_CONFIG: dict[str, Any] = {
+    "mode": "continuous",
+    "input_rate": RATE,
+    "output_rate": RATE,
+    "echo_guard": True,
+    "playback_acks": True,
+}
 
 
 def session_id_for(call_sid: str) -> str:
@@ -50,83 +63,54 @@ def session_id_for(call_sid: str) -> str:
 
 
 async def stream_handler(request: web.Request) -> web.WebSocketResponse:
-    ws = web.WebSocketResponse(heartbeat=30, max_msg_size=256 * 1024, compress=False)
+    ws = web.WebSocketResponse(max_msg_size=256 * 1024, compress=False, autoping=False)
     await ws.prepare(request)
-    call = TwilioCall(request.app, ws)
-    try:
-        await call.run()
-    finally:
-        if not ws.closed:
-            await ws.close()
+    await request.app[ENGINE].lifecycle.serve(TwilioCall(request, ws))
     return ws
 
 
-class TwilioCall:
-    """One Media Streams connection: waits for `start`, then runs a Session until `stop`."""
+class TwilioCall(WebSocketPeer):
+    """One Media Streams connection: waits for `start`, then feeds a Session until `stop`."""
 
-    def __init__(self, app: web.Application, ws: web.WebSocketResponse) -> None:
-        self.app = app
-        self.ws = ws
+    kind = "phone"
+
+    def __init__(self, request: web.Request, ws: web.WebSocketResponse) -> None:
+        super().__init__(request, ws, LIVENESS)
         self.stream_sid = ""
+        self.call_sid = ""
         self.session: Session | None = None
         self.ignored = 0
+        self._sent_ms: dict[int, float] = {}
+        self._cleared: set[int] = set()
 
-    async def run(self) -> None:
+    async def accept(self) -> Opening | None:
         start = await self._wait_for_start()
         if start is None:
-            return
-        engine = self.app[ENGINE]
-        admin = self.app.get(ADMIN)
-        maintenance = getattr(getattr(admin, "maintenance", None), "enabled", False)
-        if maintenance or engine.full:
-            log.warning("phone call refused: %s", "maintenance" if maintenance else "full")
-            await self.ws.close(code=CLOSE_UNAVAILABLE, message=b"unavailable")
-            return
-        call_sid = str(start.get("callSid") or "")
-        session_id = session_id_for(call_sid or self.stream_sid)
-        config = engine.session_config(
-            mode="continuous",
-            input_rate=RATE,
-            output_rate=RATE,
-            echo_guard=True,
-            playback_acks=True,
-        )
-        outbox = Outbox()
-        session = engine.open_session(session_id, outbox, config)
+            return None
+        self.call_sid = str(start.get("callSid") or "")
+        return Opening(session_id_for(self.call_sid or self.stream_sid), PHONE_CONFIG)
+
+    async def refuse(self, refusal: Refusal) -> None:
+        await self.close(refusal.code, "unavailable")
+
+    async def opened(self, session: Session) -> None:
         self.session = session
-        engine.sessions.add(session)
-        engine.connections.add(self.ws)
-        if admin is not None:
-            admin.session_opened()
         log.info(
             "phone call started",
-            extra={"session_id": session_id, "call_sid": call_sid, "stream_sid": self.stream_sid},
-        )
+            extra={"session_id": session.id, "call_sid": self.call_sid,
+                   "stream_sid": self.stream_sid},
+        )  # fmt: skip
+
+    async def receive(self, session: Session) -> None:
         try:
-            async with session:
-                sender = asyncio.get_running_loop().create_task(self._send_loop(outbox))
-                try:
-                    await self._receive_loop(session)
-                finally:
-                    sender.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await sender
+            await self._receive_loop(session)
         finally:
-            engine.sessions.discard(session)
-            engine.connections.discard(self.ws)
-            if admin is not None:
-                admin.session_closed()
-            log.info(
-                "phone call ended",
-                extra={"session_id": session_id, "ignored_messages": self.ignored},
-            )
+            extra = {"session_id": session.id, "ignored_messages": self.ignored}
+            log.info("phone call ended", extra=extra)
 
     # ----------------------------------------------------------------------- input
     async def _wait_for_start(self) -> dict[str, Any] | None:
-        async for msg in self.ws:
-            message = self._parse(msg)
-            if message is None:
-                continue
+        while (message := await self._next()) is not None:
             event = message.get("event")
             if event == "start":
                 start = message.get("start")
@@ -151,10 +135,7 @@ class TwilioCall:
         return None
 
     async def _receive_loop(self, session: Session) -> None:
-        async for msg in self.ws:
-            message = self._parse(msg)
-            if message is None:
-                continue
+        while (message := await self._next()) is not None:
             event = message.get("event")
             if event == "media":
                 pcm = self._media_pcm(message)
@@ -174,7 +155,24 @@ class TwilioCall:
             else:
                 self._ignore(f"unknown event {event!r}")
 
-    def _parse(self, msg: Any) -> dict[str, Any] | None:
+    async def _next(self) -> dict[str, Any] | None:
+        """The next JSON object Twilio sent (None once the connection is closing). Pings are
+        answered here, and every message counts as traffic for the liveness watchdog."""
+        ws = self.ws
+        while True:
+            msg = await ws.receive()
+            self.traffic.rx += 1
+            if msg.type in _CLOSING:
+                return None
+            if msg.type is WSMsgType.PING:
+                await ws.pong(msg.data)
+            elif msg.type is WSMsgType.ERROR:
+                log.info("twilio websocket error: %s", ws.exception())
+                return None
+            elif (message := self._parse(msg)) is not None:
+                return message
+
+    def _parse(self, msg: WSMessage) -> dict[str, Any] | None:
         if msg.type is WSMsgType.TEXT:
             try:
                 message = json.loads(msg.data)
@@ -186,8 +184,6 @@ class TwilioCall:
             self._ignore("not a JSON object")
         elif msg.type is WSMsgType.BINARY:
             self._ignore("binary frame")
-        elif msg.type is WSMsgType.ERROR:
-            log.info("twilio websocket error: %s", self.ws.exception())
         return None
 
     def _media_pcm(self, message: dict[str, Any]) -> bytes | None:
@@ -230,28 +226,19 @@ class TwilioCall:
             log.warning("ignored twilio message: %s", why, extra={"count": self.ignored})
 
     # ---------------------------------------------------------------------- output
-    async def _send_loop(self, outbox: Outbox) -> None:
-        sent_ms: dict[int, float] = {}
-        cleared: set[int] = set()
-        try:
-            while True:
-                event = await outbox.get()
-                if isinstance(event, AudioFrame):
-                    if event.turn_id in cleared:
-                        continue
-                    await self._send_audio(event, sent_ms)
-                elif isinstance(event, AudioEnd) and event.turn_id not in cleared:
-                    # The reply is complete: its echo tells the caller side it finished playing.
-                    await self._send_mark(f"t{event.turn_id}-end")
-                elif isinstance(event, Interrupted):
-                    cleared.add(event.turn_id)
-                    await self._send({"event": "clear", "streamSid": self.stream_sid})
-                    self._log_clear(event.turn_id)
-        except OutboxOverflow:
-            log.warning("twilio stream stopped reading; closing")
-            await self.ws.close()
-        except ConnectionResetError:
-            pass
+    async def send(self, event: Event) -> None:
+        if isinstance(event, AudioFrame):
+            if event.turn_id not in self._cleared:
+                await self._send_audio(event, self._sent_ms)
+        elif isinstance(event, AudioEnd):
+            if event.turn_id in self._cleared:
+                return
+            # The reply is complete: its echo tells the caller side it finished playing.
+            await self._send_mark(f"t{event.turn_id}-end")
+        elif isinstance(event, Interrupted):
+            self._cleared.add(event.turn_id)
+            await self._send({"event": "clear", "streamSid": self.stream_sid})
+            self._log_clear(event.turn_id)
 
     async def _send_audio(self, frame: AudioFrame, sent_ms: dict[int, float]) -> None:
         ulaw = mulaw_encode(frame.pcm)

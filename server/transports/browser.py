@@ -2,6 +2,7 @@
 
 Thin on purpose: parse and validate each message, call the Session, and serialise the
 Session's events. Bad input gets an `error` message and the conversation goes on.
+Admission, liveness and the send loop are the lifecycle's (server/lifecycle.py).
 """
 
 from __future__ import annotations
@@ -11,28 +12,27 @@ import contextlib
 import contextvars
 import json
 import logging
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from audio.resample import SUPPORTED_RATES
 from pipelines.events import AudioFrame, Event
-from pipelines.outbox import Outbox, OutboxOverflow
-from pipelines.session import MODES, Session, SessionInputError
-from server import ws_direct
-from server.appkeys import ADMIN, ENGINE
+from pipelines.session import MODES, Session, SessionConfig, SessionInputError
+from server.appkeys import ENGINE
+from server.liveness import LivenessConfig, Traffic
+from server.transports import direct
+from server.transports.base import CLOSE_INVALID_SESSION, Opening, Refusal
+from server.transports.websocket import WebSocketPeer
 from server.validation import MAX_AUDIO_FRAME_BYTES, MAX_TEXT_CHARS, valid_session_id
-from server.ws_direct import DirectAudioResponse
-from server.ws_liveness import CLOSE_NOT_READING, LivenessConfig, Traffic, watch
 
 log = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = 1
 _CLOSING = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED)
-#: How long a silent or stalled client is kept (tests shorten it).
+#: How long a silent or stalled browser is kept (tests shorten it).
 LIVENESS = LivenessConfig()
-CLOSE_INVALID_SESSION = 4400
-CLOSE_UNAVAILABLE = 4503
 
 
 def _error(code: str, message: str) -> str:
@@ -40,54 +40,45 @@ def _error(code: str, message: str) -> str:
 
 
 async def ws_handler(request: web.Request) -> web.WebSocketResponse:
-    engine = request.app[ENGINE]
-    session_id = request.match_info["session_id"]
-    # No aiohttp heartbeat (a callback per received frame): `ws_liveness.watch` instead.
     # autoping off: pings and pongs reach the receive loop and count as traffic.
-    response = DirectAudioResponse if ws_direct.available() else web.WebSocketResponse
+    response = direct.DirectAudioResponse if direct.available() else web.WebSocketResponse
     ws = response(max_msg_size=1024 * 1024, compress=False, autoping=False)
     await ws.prepare(request)
-    if not valid_session_id(session_id):
-        await ws.close(code=CLOSE_INVALID_SESSION, message=b"invalid session id")
-        return ws
-    admin = request.app.get(ADMIN)
-    maintenance = getattr(getattr(admin, "maintenance", None), "enabled", False)
-    if maintenance or engine.full:
-        reason = "maintenance" if maintenance else "server full"
-        await ws.send_str(_error("unavailable", f"not accepting new sessions: {reason}"))
-        await ws.close(code=CLOSE_UNAVAILABLE, message=reason.encode())
-        return ws
-
-    outbox = Outbox()
-    session = engine.open_session(session_id, outbox)
-    engine.sessions.add(session)
-    engine.connections.add(ws)
-    if admin is not None:
-        admin.session_opened()
-    try:
-        async with session:
-            loop = asyncio.get_running_loop()
-            traffic = Traffic()
-            sender = loop.create_task(_send_loop(ws, outbox, traffic))
-            watchdog = loop.create_task(
-                watch(ws, traffic, outbox, session_id, lambda: _abort(request), LIVENESS)
-            )
-            try:
-                await ws.send_str(json.dumps(_ready(session)))
-                await _receive_loop(ws, session, traffic)
-            finally:
-                for task in (sender, watchdog):
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-    finally:
-        engine.sessions.discard(session)
-        engine.connections.discard(ws)
-        if admin is not None:
-            admin.session_closed()
-        if not ws.closed:
-            await ws.close()
+    transport = BrowserTransport(request, ws, request.match_info["session_id"])
+    await request.app[ENGINE].lifecycle.serve(transport)
     return ws
+
+
+class BrowserTransport(WebSocketPeer):
+    kind = "browser"
+
+    def __init__(self, request: web.Request, ws: web.WebSocketResponse, session_id: str) -> None:
+        super().__init__(request, ws, LIVENESS)
+        self.session_id = session_id
+
+    async def accept(self) -> Opening | None:
+        if not valid_session_id(self.session_id):
+            await self.close(CLOSE_INVALID_SESSION, "invalid session id")
+            return None
+        return Opening(self.session_id)
+
+    async def refuse(self, refusal: Refusal) -> None:
+        await self.ws.send_str(
+            _error("unavailable", f"not accepting new sessions: {refusal.reason}")
+        )
+        await self.close(refusal.code, refusal.reason)
+
+    async def opened(self, session: Session) -> None:
+        await self.ws.send_str(json.dumps(_ready(session)))
+
+    async def send(self, event: Event) -> None:
+        if type(event) is AudioFrame:
+            await self.ws.send_bytes(event.pcm)
+        else:
+            await self.ws.send_str(json.dumps(event.to_dict()))
+
+    async def receive(self, session: Session) -> None:
+        await _receive_loop(self.ws, session, self.traffic)
 
 
 def _ready(session: Session) -> dict[str, Any]:
@@ -103,31 +94,6 @@ def _ready(session: Session) -> dict[str, Any]:
     }
 
 
-def _abort(request: web.Request) -> None:
-    if request.transport is not None:
-        request.transport.abort()
-
-
-async def _send_loop(ws: web.WebSocketResponse, outbox: Outbox, traffic: Traffic) -> None:
-    try:
-        while True:
-            event = await outbox.get()
-            if type(event) is AudioFrame:
-                await ws.send_bytes(event.pcm)
-            else:
-                await ws.send_str(_encode(event))
-            traffic.tx += 1
-    except OutboxOverflow:
-        log.warning("client stopped reading; closing")
-        await ws.close(code=CLOSE_NOT_READING, message=b"client not reading")
-    except ConnectionResetError:
-        pass
-
-
-def _encode(event: Event) -> str:
-    return json.dumps(event.to_dict())
-
-
 async def _receive_loop(ws: web.WebSocketResponse, session: Session, traffic: Traffic) -> None:
     """Hot path: one iteration per 20 ms audio frame of every session. Plain `receive()`
     (no `async for` wrapper), locals for everything looked up per frame, no allocation of
@@ -135,8 +101,8 @@ async def _receive_loop(ws: web.WebSocketResponse, session: Session, traffic: Tr
     receive = ws.receive
     feed_audio = session.feed_audio
     binary = WSMsgType.BINARY
-    direct = getattr(ws, "direct", None)  # see server/ws_direct.py
-    if direct is not None:
+    shortcut = ws.direct if isinstance(ws, direct.DirectAudioResponse) else None
+    if shortcut is not None:
         # The parser calls the sink outside this task: run it in this task's context so
         # that what the session logs and spawns keeps the request and session ids.
         run_in_context = contextvars.copy_context().run
@@ -149,12 +115,12 @@ async def _receive_loop(ws: web.WebSocketResponse, session: Session, traffic: Tr
             run_in_context(feed_audio, data)
             return True
 
-        direct.sink = sink
+        shortcut.sink = sink
     while True:
-        if direct is not None:
-            direct.parked = True
+        if shortcut is not None:
+            shortcut.parked = True
             msg = await receive()
-            direct.parked = False
+            shortcut.parked = False
         else:
             msg = await receive()
         traffic.rx += 1
@@ -226,7 +192,7 @@ async def _handle_text(ws: web.WebSocketResponse, session: Session, raw: str) ->
     return False
 
 
-def _start_config(session: Session, message: dict[str, Any]) -> Any:
+def _start_config(session: Session, message: dict[str, Any]) -> SessionConfig:
     def rate(name: str, default: int) -> int:
         value = message.get(name, default)
         if type(value) is not int or value not in SUPPORTED_RATES:
@@ -243,8 +209,6 @@ def _start_config(session: Session, message: dict[str, Any]) -> Any:
     tts = message.get("tts", True)
     if not isinstance(tts, bool):
         raise SessionInputError("invalid_message", "tts must be true or false")
-    from dataclasses import replace
-
     return replace(
         session.config, mode=mode, input_rate=sample_rate, output_rate=output_rate, tts=tts
     )
