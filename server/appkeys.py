@@ -9,6 +9,7 @@ from aiohttp import web
 if TYPE_CHECKING:
     from admin.hub import AdminHub
     from server.engine import Engine
+    from server.identity.learners import Identity
     from server.settings import Settings
     from server.storage.factory import Storage
 
@@ -19,3 +20,5 @@ STORAGE: web.AppKey[Storage] = web.AppKey("storage")
 ENGINE: web.AppKey[Engine] = web.AppKey("engine")
 #: The admin/metrics hub: health, metrics, maintenance (the lifecycle's `Gate`).
 ADMIN: web.AppKey[AdminHub] = web.AppKey("admin")
+#: Learner credentials: issue, verify, forget (see server/identity/).
+IDENTITY: web.AppKey[Identity] = web.AppKey("identity")

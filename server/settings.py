@@ -368,6 +368,43 @@ class Settings:
         _float(0.1, 3600),
         default=30.0,
     )
+    # --- learners (docs/security.md) --------------------------------------------------
+    auth_secret: str = _env(
+        "AUTH_SECRET",
+        "Signs learner tokens and keys callers' number hashes (32+ chars; the same on every "
+        "instance); unset = generated once into AUTH_SECRET_FILE.",
+        default="",
+    )
+    auth_secret_file: str = _env(
+        "AUTH_SECRET_FILE",
+        "Where the generated secret is kept when AUTH_SECRET is unset; empty = `auth_secret` "
+        "beside DATABASE_PATH.",
+        default="",
+    )
+    learner_token_ttl_days: int = _env(
+        "LEARNER_TOKEN_TTL_DAYS",
+        "Lifetime of a learner token the server issues (renewed on every voice connection).",
+        _int(1, 3650),
+        default=180,
+    )
+    oidc_issuer: str = _env(
+        "OIDC_ISSUER",
+        "Accept bearer tokens from this identity provider (`iss`); needs OIDC_AUDIENCE and "
+        "OIDC_JWKS_URL.",
+        default="",
+    )
+    oidc_audience: str = _env(
+        "OIDC_AUDIENCE", "The `aud` the provider's tokens must carry for this server.", default=""
+    )
+    oidc_jwks_url: str = _env(
+        "OIDC_JWKS_URL", "The provider's signing keys (https, or http on loopback).", default=""
+    )
+    capture_retention_days: int = _env(
+        "CAPTURE_RETENTION_DAYS",
+        "Captures older than this are deleted in the background (hourly); 0 = kept forever.",
+        _int(0, 36500),
+        default=0,
+    )
     # --- admin -----------------------------------------------------------------------
     admin_api_key: str = _env(
         "ADMIN_API_KEY", "Key for /admin (header X-Admin-Key); unset = admin closed.", default=""
