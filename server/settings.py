@@ -12,6 +12,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from pipelines.env_values import boolean as _bool
+from pipelines.env_values import choice as _choice
+from pipelines.env_values import float_between as _float
+from pipelines.env_values import int_between as _int
+
 
 class ConfigError(ValueError):
     """A setting has a value we cannot use; the message names the variable."""
@@ -21,50 +26,11 @@ def _env(name: str, doc: str, parse: Callable[[str], Any] | None = None, **kw: A
     return field(metadata={"env": name, "doc": doc, "parse": parse}, **kw)
 
 
-def _int(lo: int, hi: int) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
-        value = int(raw)
-        if not lo <= value <= hi:
-            raise ValueError(f"must be between {lo} and {hi}")
-        return value
-
-    return parse
-
-
-def _float(lo: float, hi: float) -> Callable[[str], float]:
-    def parse(raw: str) -> float:
-        value = float(raw)
-        if not lo <= value <= hi:
-            raise ValueError(f"must be between {lo} and {hi}")
-        return value
-
-    return parse
-
-
-def _bool(raw: str) -> bool:
-    low = raw.strip().lower()
-    if low in {"1", "true", "yes", "on"}:
-        return True
-    if low in {"0", "false", "no", "off", ""}:
-        return False
-    raise ValueError("must be true or false")
-
-
 def _chain(raw: str) -> tuple[str, ...]:
     items = tuple(p.strip().lower() for p in raw.split(",") if p.strip())
     if not items:
         raise ValueError("must name at least one provider")
     return items
-
-
-def _choice(*options: str) -> Callable[[str], str]:
-    def parse(raw: str) -> str:
-        value = raw.strip().lower()
-        if value not in options:
-            raise ValueError(f"must be one of {', '.join(options)}")
-        return value
-
-    return parse
 
 
 @dataclass(frozen=True, slots=True)
