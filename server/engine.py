@@ -26,42 +26,22 @@ from server.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def provider_settings(settings: Settings) -> ProviderSettings:
+def provider_settings(s: Settings) -> ProviderSettings:
+    """The registry's view of the settings: the chains, the providers' declared settings,
+    and the timeouts and breakers every cloud provider shares."""
     return ProviderSettings(
-        stt_chain=settings.stt_providers,
-        llm_chain=settings.llm_providers,
-        tts_chain=settings.tts_providers,
-        whisper_model=settings.whisper_model,
-        whisper_threads=settings.whisper_threads,
-        piper_voice=settings.piper_voice,
-        interim_interval_s=settings.interim_interval_ms / 1000,
-        keys={
-            "anthropic": settings.anthropic_api_key,
-            "openai": settings.openai_api_key,
-            "deepgram": settings.deepgram_api_key,
-        },
-        cloud=cloud_config(settings),
-    )
-
-
-def cloud_config(s: Settings) -> ProviderConfig:
-    """Cloud provider models, endpoints, timeouts and breakers (keys come via `keys`)."""
-    return ProviderConfig(
-        anthropic_model=s.anthropic_model,
-        openai_model=s.openai_model,
-        openai_stt_model=s.openai_stt_model,
-        openai_tts_model=s.openai_tts_model,
-        openai_tts_voice=s.openai_tts_voice,
-        deepgram_stt_model=s.deepgram_stt_model,
-        deepgram_tts_model=s.deepgram_tts_model,
-        anthropic_base_url=s.anthropic_base_url,
-        openai_base_url=s.openai_base_url,
-        deepgram_base_url=s.deepgram_base_url,
-        connect_timeout=s.provider_connect_timeout_ms / 1000,
-        first_byte_timeout=s.provider_first_byte_timeout_ms / 1000,
-        retries=s.provider_retries,
-        breaker_failures=s.breaker_failures,
-        breaker_cooldown=s.breaker_cooldown_s,
+        stt_chain=s.stt_providers,
+        llm_chain=s.llm_providers,
+        tts_chain=s.tts_providers,
+        values=s.providers,
+        interim_interval_s=s.interim_interval_ms / 1000,
+        cloud=ProviderConfig(
+            connect_timeout=s.provider_connect_timeout_ms / 1000,
+            first_byte_timeout=s.provider_first_byte_timeout_ms / 1000,
+            retries=s.provider_retries,
+            breaker_failures=s.breaker_failures,
+            breaker_cooldown=s.breaker_cooldown_s,
+        ),
     )
 
 

@@ -17,11 +17,10 @@ import re
 import sys
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import fields
 from typing import Any, TextIO
 
 from admin.context import request_id_var, session_id_var
-from server.settings import Settings, is_secret
+from server.settings import Settings
 
 _SECRET_SUFFIXES = ("_KEY", "_TOKEN", "_SECRET")
 #: Shorter values are not redacted by value: replacing every "1" or "yes" would wreck logs.
@@ -184,11 +183,8 @@ def configure_logging(
 
 def setup_logging(settings: Settings) -> logging.Handler:
     """Configure from the server's settings (LOG_LEVEL, LOG_FORMAT); every secret setting
-    (name ending _KEY/_TOKEN/_SECRET) is redacted too, even when it did not come from the
-    environment."""
-    secrets = [
-        value
-        for f in fields(settings)
-        if is_secret(f.metadata["env"]) and (value := getattr(settings, f.name))
-    ]
-    return configure_logging(settings.log_level, settings.log_format, extra_secrets=secrets)
+    (a server setting named *_KEY/_TOKEN/_SECRET, or one a provider declares secret) is
+    redacted too, even when it did not come from the environment."""
+    return configure_logging(
+        settings.log_level, settings.log_format, extra_secrets=settings.secrets()
+    )

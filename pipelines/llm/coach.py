@@ -15,6 +15,11 @@ import zlib
 from collections.abc import AsyncIterator, Sequence
 
 from pipelines.ports import Exchange
+from pipelines.provider_spec import ProviderSpec
+
+PROVIDER = ProviderSpec(
+    name="local", stage="llm", build=lambda v, ctx: LearningCoach(), in_process=True
+)
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z'\-]*")
 _GOODBYE = re.compile(

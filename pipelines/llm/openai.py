@@ -8,14 +8,24 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 
-import openai
-
 from pipelines import resilience as rz
 from pipelines.llm.messages import chat_messages
 from pipelines.ports import Exchange
 from pipelines.prompts import SYSTEM_PROMPT
+from pipelines.provider_spec import ProviderSpec, Setting
+from pipelines.vendors import OPENAI, openai_client
 
 DEFAULT_MODEL = "gpt-4o-mini"
+
+PROVIDER = ProviderSpec(
+    name="openai",
+    stage="llm",
+    settings={
+        **OPENAI,
+        "model": Setting("OPENAI_MODEL", "OpenAI chat model.", default=DEFAULT_MODEL),
+    },
+    build=lambda v, ctx: OpenAILLM(**v, **ctx.timeouts()),
+)
 
 
 class OpenAILLM:
@@ -35,12 +45,7 @@ class OpenAILLM:
         self.model = model
         self._max_tokens = max_tokens
         self._system = system_prompt
-        self._client = openai.AsyncOpenAI(
-            api_key=api_key,
-            base_url=base_url or None,
-            max_retries=0,
-            timeout=openai.Timeout(idle_timeout, connect=connect_timeout),
-        )
+        self._client = openai_client(api_key, base_url, connect_timeout, idle_timeout)
 
     async def stream(self, user_text: str, history: Sequence[Exchange]) -> AsyncIterator[str]:
         messages = [{"role": "system", "content": self._system}]

@@ -13,6 +13,9 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 
 from pipelines.ports import Exchange
+from pipelines.provider_spec import simulated
+
+PROVIDER = simulated("llm", lambda: SimulatedLLM())
 
 #: 20 tokens: a whole first sentence (so TTS can start on the first token), then the
 #: second sentence in 19 sub-word tokens as a real model streams them. The two pieces the

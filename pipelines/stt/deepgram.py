@@ -24,17 +24,33 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-from deepgram import AsyncDeepgramClient
-from deepgram.environment import DeepgramClientEnvironment
+from typing import TYPE_CHECKING, Any
 
 from pipelines import resilience as rz
+from pipelines.provider_spec import ProviderSpec, Setting
 from pipelines.providers import STT_SAMPLE_RATE, ProviderError
+from pipelines.vendors import DEEPGRAM
+
+if TYPE_CHECKING:  # the SDK itself is imported only when a provider is built
+    from deepgram import AsyncDeepgramClient
+    from deepgram.environment import DeepgramClientEnvironment
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "nova-3"
+
+PROVIDER = ProviderSpec(
+    name="deepgram",
+    stage="stt",
+    settings={
+        **DEEPGRAM,
+        "model": Setting("DEEPGRAM_STT_MODEL", "Deepgram live model.", default=DEFAULT_MODEL),
+    },
+    build=lambda v, ctx: DeepgramSTT(
+        **v, connect_timeout=ctx.cfg.connect_timeout, finalize_timeout=ctx.cfg.first_byte_timeout
+    ),
+)
+
 _FINALIZE = "Finalize"
 _CLOSE = "CloseStream"
 #: Items (frames or control messages) waiting for the socket: ~20 s of 20 ms frames.
@@ -47,6 +63,8 @@ _MAX_REPLAY_BYTES = 120 * STT_SAMPLE_RATE * 2
 
 def environment_for(base_url: str) -> DeepgramClientEnvironment:
     """Production, or every Deepgram endpoint on `base_url` (a proxy or a test server)."""
+    from deepgram.environment import DeepgramClientEnvironment
+
     if not base_url:
         return DeepgramClientEnvironment.PRODUCTION
     base = base_url.rstrip("/")
@@ -93,6 +111,8 @@ class DeepgramSTT:
         self.reconnect_attempts = reconnect_attempts
         #: Told about faults the stream recovered from by itself (set by the chain).
         self.on_fault: Callable[[str, str], None] | None = None
+        from deepgram import AsyncDeepgramClient
+
         self._client = fast_headers(
             AsyncDeepgramClient(api_key=api_key, environment=environment_for(base_url))
         )

@@ -11,12 +11,22 @@ import io
 import wave
 from collections.abc import Callable
 
-import openai
-
 from pipelines import resilience as rz
+from pipelines.provider_spec import ProviderSpec, Setting
 from pipelines.providers import STT_SAMPLE_RATE
+from pipelines.vendors import OPENAI, openai_client
 
 DEFAULT_MODEL = "gpt-4o-mini-transcribe"
+
+PROVIDER = ProviderSpec(
+    name="openai",
+    stage="stt",
+    settings={
+        **OPENAI,
+        "model": Setting("OPENAI_STT_MODEL", "OpenAI transcription model.", default=DEFAULT_MODEL),
+    },
+    build=lambda v, ctx: OpenAISTT(**v, **ctx.timeouts()),
+)
 _MAX_BYTES = 120 * STT_SAMPLE_RATE * 2
 #: Shorter than this is a click, not a word; don't pay for a request.
 _MIN_BYTES = STT_SAMPLE_RATE * 2 // 10
@@ -47,12 +57,7 @@ class OpenAISTT:
     ) -> None:
         self.model = model
         self.language = language
-        self._client = openai.AsyncOpenAI(
-            api_key=api_key,
-            base_url=base_url or None,
-            max_retries=0,
-            timeout=openai.Timeout(idle_timeout, connect=connect_timeout),
-        )
+        self._client = openai_client(api_key, base_url, connect_timeout, idle_timeout)
 
     async def open(self, on_interim: Callable[[str], None]) -> OpenAIUtteranceStream:
         return OpenAIUtteranceStream(self)

@@ -12,6 +12,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from pipelines.provider_spec import simulated
+
+PROVIDER = simulated("stt", lambda: SimulatedSTT())
+
 #: Bytes of one 20 ms frame at 16 kHz PCM16, to report how much speech was heard.
 _BYTES_PER_MS = 32
 

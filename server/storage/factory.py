@@ -88,11 +88,12 @@ async def _open_captures(settings: Settings) -> HybridStore:
     if settings.embedder == "static":
         embedder = await asyncio.to_thread(default_embedder)
     elif settings.embedder == "openai":
-        if not settings.openai_api_key:
+        key = settings.providers["OPENAI_API_KEY"]
+        if not key:
             raise ConfigError("EMBEDDER=openai needs OPENAI_API_KEY")
         from server.storage.embedder_openai import OpenAIEmbedder
 
-        embedder = OpenAIEmbedder(settings.openai_api_key, settings.openai_base_url)
+        embedder = OpenAIEmbedder(key, settings.providers["OPENAI_BASE_URL"])
     captures = HybridStore(backend, embedder, cache_ttl=settings.search_cache_seconds)
     await captures.start()
     return captures

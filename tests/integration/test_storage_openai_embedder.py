@@ -130,7 +130,7 @@ async def test_hybrid_search_on_openai_vectors(fake: Fake, tmp_path: Path) -> No
 
 async def test_openai_embedder_needs_a_key(tmp_path: Path) -> None:
     settings = Settings.from_env(
-        {}, embedder="openai", database_path=str(tmp_path / "x.db"), openai_api_key=""
+        {"OPENAI_API_KEY": ""}, embedder="openai", database_path=str(tmp_path / "x.db")
     )
     with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
         await open_storage(settings)
