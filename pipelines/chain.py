@@ -132,6 +132,14 @@ class LLMChain(_Chain):
         except AllFailed:
             yield APOLOGY  # one short apology rather than silence
 
+    def recap(self, history: Sequence[Exchange]) -> str:
+        """The goodbye recap, from the first provider that writes one."""
+        for m in self.members:
+            recap = getattr(m.provider, "recap", None)
+            if recap is not None:
+                return str(recap(history))
+        return "Goodbye!"
+
 
 @dataclass(frozen=True, slots=True)
 class _Speech:

@@ -1,6 +1,6 @@
 """What the LLM and TTS chains add to the fallback engine, with in-process providers: who is
-named for each call when one chain serves several sessions at once, the chain's name, and
-the rule that text with nothing to say needs no audio."""
+named for each call when one chain serves several sessions at once, the recap, the chain's
+name, and the rule that text with nothing to say needs no audio."""
 
 from __future__ import annotations
 
@@ -34,6 +34,9 @@ class Picky:
 class Coach(Picky):
     name = "coach"
 
+    def recap(self, history: Sequence[Exchange]) -> str:
+        return f"You covered {len(history)} topics."
+
 
 class Silent:
     """A voice that produces no audio at all."""
@@ -60,6 +63,12 @@ async def test_when_every_provider_fails_the_reply_is_one_apology() -> None:
     llm = LLMChain([Picky("x"), Coach("x")], POLICY, obs)
     assert await collect(llm.stream("x", [])) == [APOLOGY]
     assert obs.latencies == []
+
+
+def test_recap_comes_from_the_first_provider_that_writes_one() -> None:
+    history = [Exchange("photosynthesis", "Why light?", 1.0)]
+    assert LLMChain([Picky(), Coach()], POLICY).recap(history) == "You covered 1 topics."
+    assert LLMChain([Picky()], POLICY).recap(history) == "Goodbye!"
 
 
 def test_the_name_lists_the_providers_in_order() -> None:
