@@ -6,75 +6,54 @@ providers configured each of them is one of these chains. The rules, the same fo
 stage:
 
 - a provider gets `first_byte_timeout` to produce its first output (connect included),
-  then `idle_timeout` between chunks;
+  then `idle_timeout` between outputs; the last usable provider gets `LAST_RESORT_FACTOR`
+  times the first budget (nothing comes after it);
 - a provider whose breaker is open is skipped without a call;
 - before any output reached the caller, a transient fault is retried on the same provider
-  (`retries` times) and then the next provider is tried, within the same turn;
+  (`retries` times; speech-to-text excepted, see `pipelines.chain_stt`) and then the next
+  provider is tried, within the same turn;
 - after output reached the caller nothing is retried (that would repeat half an answer):
   the reply ends cleanly where it stopped and the fault is reported;
 - permanent faults (bad key, bad request) open the breaker at once and are not retried;
 - every fault goes to the observer (`provider_error`, `provider_fallback`) and to the log
   with the stage, provider and fault kind, never with a key;
 - if every language model fails, the user hears one short apology instead of silence.
+
+The rules are carried out once, by `pipelines.fallback.Fallback`; each chain here says
+only how to call one of its providers and what counts as output. A chain serves every
+session of the process, so it keeps nothing about a single call: which provider served a
+call goes to the observer (`provider_latency`) with that call.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Self
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
 from audio.resample import StreamResampler
-from pipelines import resilience as rz
+from pipelines.chain_policy import LAST_RESORT_FACTOR, ChainPolicy, Member, members_of
+from pipelines.chain_stt import ChainSTTStream
+from pipelines.fallback import AllFailed, Fallback, Rules
 from pipelines.ports import Exchange, NullObserver, SessionObserver
 from pipelines.prompts import APOLOGY
-from pipelines.providers import ProviderError
 
-log = logging.getLogger(__name__)
-
-#: How much longer the last provider of a chain may take (see `first_byte_timeout`).
-LAST_RESORT_FACTOR = 4.0
-#: Faults worth one more try on the same provider before moving on.
-_RETRYABLE = frozenset({rz.SERVER, rz.CONNECT, rz.DROPPED})
-
-
-@dataclass(frozen=True, slots=True)
-class ChainPolicy:
-    first_byte_timeout: float = 2.5
-    idle_timeout: float = 10.0
-    #: End of utterance -> final transcript, per STT provider.
-    finalize_timeout: float = 2.5
-    #: Opening a streaming STT connection.
-    open_timeout: float = 2.0
-    retries: int = 1
-    breaker_failures: int = 3
-    breaker_cooldown: float = 30.0
-    breaker_max_cooldown: float = 300.0
-
-
-@dataclass(slots=True, eq=False)
-class Member:
-    provider: Any
-    breaker: rz.CircuitBreaker
-
-    @property
-    def name(self) -> str:
-        return str(self.provider.name)
-
-
-def as_provider_error(member: Member, exc: BaseException) -> ProviderError:
-    if isinstance(exc, ProviderError):
-        return exc
-    if isinstance(exc, TimeoutError):
-        return rz.fault(member.name, rz.TIMEOUT, "no answer in time")
-    return rz.fault(member.name, rz.ERROR, type(exc).__name__)
+__all__ = [
+    "LAST_RESORT_FACTOR",
+    "ChainPolicy",
+    "LLMChain",
+    "Member",
+    "STTChain",
+    "TTSChain",
+]
 
 
 class _Chain:
+    """What every stage's chain has: its members in order, one fallback engine over them,
+    and the health and life-cycle calls the registry makes."""
+
     stage = ""
 
     def __init__(
@@ -87,33 +66,24 @@ class _Chain:
         if not providers:
             raise ValueError(f"{self.stage} chain needs at least one provider")
         self.policy = policy or ChainPolicy()
+        self.members = members_of(providers, self.policy, clock)
+        self.fallback = Fallback(self.stage, self.members, observer or NullObserver())
         p = self.policy
-        self.members = [
-            Member(prov, rz.CircuitBreaker(p.breaker_failures, p.breaker_cooldown,
-                                           p.breaker_max_cooldown, clock))
-            for prov in providers
-        ]  # fmt: skip
-        self.observer: SessionObserver = observer or NullObserver()
-        #: The provider that served the last successful call (for per-provider metrics).
-        self.last_provider = ""
+        self.rules = Rules(
+            open_timeout=p.open_timeout,
+            first_output=p.first_byte_timeout,
+            idle=p.idle_timeout,
+            retries=p.retries,
+        )
         for m in self.members:
             if hasattr(m.provider, "on_fault"):
                 # Faults a provider recovers from by itself (a Deepgram reconnect).
-                m.provider.on_fault = self._recovered
-
-    def _recovered(self, provider: str, kind: str) -> None:
-        self.observer.provider_error(self.stage, provider, kind)
+                m.provider.on_fault = self.fallback.reports.recovered
 
     @property
     def name(self) -> str:
-        return self.last_provider or self.members[0].name
-
-    def with_observer(self, observer: SessionObserver) -> Self:
-        """A view reporting to another observer, sharing providers and breakers."""
-        view = object.__new__(type(self))
-        view.__dict__.update(self.__dict__)
-        view.observer = observer
-        return view
+        """The chain, by its providers in order (`chain:anthropic,openai`)."""
+        return "chain:" + ",".join(m.name for m in self.members)
 
     def status(self) -> list[dict[str, Any]]:
         """Breaker state per provider, in chain order, for the health endpoint."""
@@ -132,116 +102,64 @@ class _Chain:
                 with contextlib.suppress(Exception):
                     await close()
 
-    # ------------------------------------------------------------------ reporting
-    def failed(self, member: Member, exc: BaseException) -> ProviderError:
-        err = as_provider_error(member, exc)
-        member.breaker.record_failure(
-            err.kind, permanent=err.permanent, retry_after=getattr(err, "retry_after", None)
-        )
-        state = member.breaker.state
-        log.warning(
-            "%s provider %s failed: %s (%s); breaker %s",
-            self.stage, member.name, err.kind, _safe_detail(err), state,
-            extra={"stage": self.stage, "provider": member.name, "fault": err.kind,
-                   "permanent": err.permanent, "breaker": state},
-        )  # fmt: skip
-        self.observer.provider_error(self.stage, member.name, err.kind)
-        return err
 
-    def first_output(self, member: Member, started: float) -> None:
-        """A provider produced its first output: it serves this call. Its latency goes to
-        the observer's optional `provider_latency(stage, provider, seconds)`."""
-        self.last_provider = member.name
-        report = getattr(self.observer, "provider_latency", None)
-        if report is not None:
-            report(self.stage, member.name, time.perf_counter() - started)
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    """One reply from a language model; its output is every non-empty text delta."""
 
-    def fell_back(self, src: Member, dst: Member) -> None:
-        log.info(
-            "%s falling back from %s to %s", self.stage, src.name, dst.name,
-            extra={"stage": self.stage, "provider": src.name, "fallback": dst.name},
-        )  # fmt: skip
-        self.observer.provider_fallback(self.stage, src.name, dst.name)
+    user_text: str
+    history: Sequence[Exchange]
 
-    def first_byte_timeout(self, member: Member) -> float:
-        """The policy's, or 4x as much for the last provider left: nothing comes after it,
-        so giving up sooner would only turn a slow answer into none."""
-        later = self.members[self.members.index(member) + 1 :]
-        last = all(m.breaker.state == "open" for m in later)
-        return self.policy.first_byte_timeout * (LAST_RESORT_FACTOR if last else 1.0)
+    async def open(self, member: Member) -> AsyncGenerator[str, None]:
+        return self._deltas(member.provider)
 
-    def should_retry(self, member: Member, err: ProviderError, attempt: int) -> bool:
-        return (
-            not err.permanent
-            and err.kind in _RETRYABLE
-            and attempt < self.policy.retries
-            and member.breaker.state == "closed"
-        )
-
-
-def _safe_detail(err: ProviderError) -> str:
-    # str(ProviderError) is "provider: kind: message"; adapters build messages from
-    # status codes and error types only.
-    return str(err).split(": ", 2)[-1]
-
-
-async def _next(agen: AsyncIterator[Any], timeout: float) -> Any:
-    async with asyncio.timeout(timeout):
-        return await anext(agen)
+    async def _deltas(self, provider: Any) -> AsyncGenerator[str, None]:
+        async with contextlib.aclosing(provider.stream(self.user_text, self.history)) as agen:
+            async for delta in agen:
+                if delta:
+                    yield delta
 
 
 class LLMChain(_Chain):
     stage = "llm"
 
     async def stream(self, user_text: str, history: Sequence[Exchange]) -> AsyncIterator[str]:
-        previous: Member | None = None
-        for member in self.members:
-            if not member.breaker.allow():
-                continue
-            if previous is not None:
-                self.fell_back(previous, member)
-            attempt = 0
-            while True:
-                sent = False
-                settled = False
-                started = time.perf_counter()
-                agen = member.provider.stream(user_text, history)
-                try:
-                    async with contextlib.aclosing(agen):
-                        timeout = self.first_byte_timeout(member)
-                        while True:
-                            try:
-                                delta = await _next(agen, timeout)
-                            except StopAsyncIteration:
-                                break
-                            if not delta:
-                                continue
-                            timeout = self.policy.idle_timeout
-                            if not sent:
-                                self.first_output(member, started)
-                            sent = True
-                            yield delta
-                    if not sent:
-                        raise rz.fault(member.name, rz.EMPTY, "empty reply")
-                    member.breaker.record_success()
-                    settled = True
-                    return
-                except Exception as exc:
-                    settled = True
-                    err = self.failed(member, exc)
-                    if sent:
-                        return  # never repeat half an answer; the reply ends here
-                    if self.should_retry(member, err, attempt):
-                        attempt += 1
-                        continue
-                    previous = member
-                    break
-                finally:
-                    if not settled:  # cancelled or closed by the consumer
-                        member.breaker.release()
-        log.error("every llm provider failed; apologising", extra={"stage": self.stage})
-        self.last_provider = "apology"
-        yield APOLOGY
+        reply = self.fallback.run(_Reply(user_text, history), self.rules)
+        try:
+            async with contextlib.aclosing(reply):  # a barge-in closes the provider's stream
+                async for delta in reply:
+                    yield delta
+        except AllFailed:
+            yield APOLOGY  # one short apology rather than silence
+
+    def recap(self, history: Sequence[Exchange]) -> str:
+        """The goodbye recap, from the first provider that writes one."""
+        for m in self.members:
+            recap = getattr(m.provider, "recap", None)
+            if recap is not None:
+                return str(recap(history))
+        return "Goodbye!"
+
+
+@dataclass(frozen=True, slots=True)
+class _Speech:
+    """One sentence spoken; its output is non-empty PCM at the chain's rate (a fallback
+    with another native rate is resampled), its resampler's tail included."""
+
+    text: str
+    rate: int
+
+    async def open(self, member: Member) -> AsyncGenerator[bytes, None]:
+        return self._pcm(member.provider)
+
+    async def _pcm(self, provider: Any) -> AsyncGenerator[bytes, None]:
+        conv = StreamResampler(int(provider.sample_rate), self.rate, quality="MQ")
+        async with contextlib.aclosing(provider.synthesize(self.text)) as agen:
+            async for chunk in agen:
+                if pcm := conv.process(chunk):
+                    yield pcm
+        if tail := conv.flush():
+            yield tail
 
 
 class TTSChain(_Chain):
@@ -254,67 +172,21 @@ class TTSChain(_Chain):
         return int(self.members[0].provider.sample_rate)
 
     async def synthesize(self, text: str) -> AsyncIterator[bytes]:
-        rate = self.sample_rate
-        speakable = any(ch.isalnum() for ch in text)
-        previous: Member | None = None
-        for member in self.members:
-            if not member.breaker.allow():
-                continue
-            if previous is not None:
-                self.fell_back(previous, member)
-            attempt = 0
-            while True:
-                sent = False
-                settled = False
-                conv = StreamResampler(int(member.provider.sample_rate), rate, quality="MQ")
-                started = time.perf_counter()
-                agen = member.provider.synthesize(text)
-                try:
-                    async with contextlib.aclosing(agen):
-                        timeout = self.first_byte_timeout(member)
-                        while True:
-                            try:
-                                chunk = await _next(agen, timeout)
-                            except StopAsyncIteration:
-                                break
-                            timeout = self.policy.idle_timeout
-                            pcm = conv.process(chunk)
-                            if pcm:
-                                if not sent:
-                                    self.first_output(member, started)
-                                sent = True
-                                yield pcm
-                    tail = conv.flush()
-                    if tail:
-                        sent = True
-                        yield tail
-                    if not sent and speakable:
-                        raise rz.fault(member.name, rz.EMPTY, "no audio")
-                    member.breaker.record_success()
-                    settled = True
-                    return
-                except Exception as exc:
-                    settled = True
-                    err = self.failed(member, exc)
-                    if sent:
-                        return  # the rest of this sentence is lost; never say it twice
-                    if self.should_retry(member, err, attempt):
-                        attempt += 1
-                        continue
-                    previous = member
-                    break
-                finally:
-                    if not settled:
-                        member.breaker.release()
-        log.error("every tts provider failed for a sentence", extra={"stage": self.stage})
+        # Speakable text that produced no audio is an `empty` fault; punctuation alone is not.
+        rules = replace(self.rules, needs_output=any(ch.isalnum() for ch in text))
+        speech = self.fallback.run(_Speech(text, self.sample_rate), rules)
+        try:
+            async with contextlib.aclosing(speech):  # a barge-in closes the provider's stream
+                async for pcm in speech:
+                    yield pcm
+        except AllFailed:
+            return  # this sentence has no audio; its text was already sent
 
 
 class STTChain(_Chain):
     stage = "stt"
 
-    async def open(self, on_interim: Callable[[str], None]) -> Any:
-        from pipelines.chain_stt import ChainSTTStream
-
-        stream = ChainSTTStream(self, on_interim)
+    async def open(self, on_interim: Callable[[str], None]) -> ChainSTTStream:
+        stream = ChainSTTStream(self.fallback, self.policy, on_interim)
         await stream.start()
         return stream

@@ -6,26 +6,26 @@ therefore keeps the audio of the current utterance (bounded) and, when the activ
 provider fails, opens the next one, replays the utterance into it and asks it for the
 final transcript, all within the same turn. Between utterances it goes back to the most
 preferred provider whose breaker lets it through, so a recovered provider is used again.
+
+The walk over the providers (breakers, timeouts, fallback, reports) is the fallback
+engine's (`pipelines.fallback`); this module keeps which provider is active and what
+audio it has heard. An attempt for an utterance is: open the provider if it is not the
+active one and replay the utterance into it, then finalize. A recogniser is not asked
+twice for the same utterance: the caller has stopped speaking and is waiting, and the
+next provider costs no more to try than a second replay into one that just failed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass, replace
+from typing import Any
 
-from pipelines import resilience as rz
-from pipelines.chain import LAST_RESORT_FACTOR
+from pipelines.chain_policy import ChainPolicy, Member
+from pipelines.fallback import Abandoned, AllFailed, Fallback, Rules
 from pipelines.providers import STT_SAMPLE_RATE
-
-if TYPE_CHECKING:
-    from pipelines.chain import Member, STTChain
-
-log = logging.getLogger(__name__)
 
 #: Longest utterance kept for replay into a fallback (the session ends turns sooner).
 MAX_REPLAY_SECONDS = 120
@@ -37,24 +37,49 @@ class _Active:
     stream: Any
 
 
+@dataclass(frozen=True, slots=True)
+class _Utterance:
+    """One utterance's call; its output is the utterance's final transcript. `replay` is
+    what a provider opened for it hears first (None: the utterance so far, as it is once
+    the provider is open)."""
+
+    owner: ChainSTTStream
+    replay: bytes | None
+
+    async def open(self, member: Member) -> AsyncGenerator[str, None]:
+        return _final(await self.owner._reach(member, self.replay))
+
+
+async def _final(stream: Any) -> AsyncGenerator[str, None]:
+    yield str(await stream.finalize())
+
+
 class ChainSTTStream:
-    def __init__(self, chain: STTChain, on_interim: Callable[[str], None]) -> None:
-        self._chain = chain
+    def __init__(
+        self, fallback: Fallback, policy: ChainPolicy, on_interim: Callable[[str], None]
+    ) -> None:
+        self._fallback = fallback
+        finalize = policy.finalize_timeout
+        self._final_rules = Rules(policy.open_timeout, finalize, finalize, retries=0)
+        #: Opening ahead of an utterance: the provider is judged by its transcript later.
+        self._opening_rules = replace(self._final_rules, hold=True)
         self._on_interim = on_interim
         self._active: _Active | None = None
-        self._opening: asyncio.Task[bool] | None = None
+        self._opening: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[None]] = set()
         self._utt = bytearray()
         self._limit = MAX_REPLAY_SECONDS * STT_SAMPLE_RATE * 2
         self._closed = False
         self._finalizing = False
         self._unfed = False
+        #: The provider that gave this stream's last final transcript ("" before one).
+        self.provider = ""
 
     # ------------------------------------------------------------------ life cycle
     async def start(self) -> None:
         """Open the first usable provider. Never raises on provider faults: a session
         must start even if every provider is down (the next utterance tries again)."""
-        await self._activate(set())
+        await self._activate()
 
     async def aclose(self) -> None:
         self._closed = True
@@ -80,10 +105,13 @@ class ChainSTTStream:
         elif self._finalizing:
             self._unfed = True  # fed to whichever provider finalize ends up with
         elif self._opening is None:
-            self._opening = asyncio.get_running_loop().create_task(self._activate(set()))
-            self._opening.add_done_callback(self._opened)
+            self._start_opening()
 
-    def _opened(self, task: asyncio.Task[bool]) -> None:
+    def _start_opening(self) -> None:
+        self._opening = asyncio.get_running_loop().create_task(self._activate())
+        self._opening.add_done_callback(self._opened)
+
+    def _opened(self, task: asyncio.Task[None]) -> None:
         if self._opening is task:
             self._opening = None
 
@@ -104,7 +132,6 @@ class ChainSTTStream:
             fn()
 
     async def finalize(self) -> str:
-        chain = self._chain
         if self._opening is not None:
             with contextlib.suppress(Exception):
                 await self._opening
@@ -112,41 +139,23 @@ class ChainSTTStream:
         utterance, self._utt = bytes(self._utt), bytearray()
         if not utterance and self._active is None:
             return ""
-        tried: set[Member] = set()
+        first = self._active.member if self._active is not None else None
         self._finalizing = True
         try:
-            while True:
-                active = self._active
-                if active is None:
-                    if not await self._activate(tried, utterance):
-                        break
-                    active = self._active
-                    assert active is not None
-                timeout = chain.policy.finalize_timeout
-                if self._is_last(active.member, tried):
-                    timeout *= LAST_RESORT_FACTOR
-                started = time.perf_counter()
-                try:
-                    async with asyncio.timeout(timeout):
-                        text = await active.stream.finalize()
-                except asyncio.CancelledError:
-                    active.member.breaker.release()
-                    raise
-                except Exception as exc:
-                    chain.failed(active.member, exc)
-                    tried.add(active.member)
-                    self._drop_active()
-                    self._unfed = bool(self._utt)
-                    continue
-                active.member.breaker.record_success()
-                chain.first_output(active.member, started)
-                self._return_to_preferred()
-                return str(text)
+            source = _Utterance(self, utterance)
+            texts = [t async for t in self._fallback.run(source, self._final_rules, first=first)]
+            if self._active is not None:
+                self.provider = self._active.member.name
+            self._return_to_preferred()
+            return "".join(texts)
+        except AllFailed:
+            self._lose_active()
+            raise
+        except Abandoned:
+            return ""  # closed meanwhile
         finally:
             self._finalizing = False
             self._feed_next_utterance()
-        log.error("every stt provider failed for an utterance", extra={"stage": chain.stage})
-        raise rz.fault("stt", "unavailable", "no speech-to-text provider answered")
 
     def _feed_next_utterance(self) -> None:
         """Audio of the next utterance that arrived while no provider was active."""
@@ -156,43 +165,35 @@ class ChainSTTStream:
         if self._active is not None:
             self._active.stream.push(bytes(self._utt))
         elif self._utt and self._opening is None:
-            self._opening = asyncio.get_running_loop().create_task(self._activate(set()))
-            self._opening.add_done_callback(self._opened)
+            self._start_opening()
 
     # ------------------------------------------------------------------ switching
-    async def _activate(self, exclude: set[Member], replay: bytes | None = None) -> bool:
-        """Open the first usable provider not in `exclude` and replay `replay` (default:
-        the utterance so far) into it. Reports the fallback from the last one that failed."""
-        chain = self._chain
-        previous = next((m for m in reversed(chain.members) if m in exclude), None)
-        for member in chain.members:
-            if member in exclude or not member.breaker.allow():
-                continue
-            if previous is not None:
-                chain.fell_back(previous, member)
-            holder: list[_Active] = []
-            try:
-                async with asyncio.timeout(chain.policy.open_timeout):
-                    stream = await member.provider.open(self._interim_for(holder))
-            except asyncio.CancelledError:
-                member.breaker.release()
-                raise
-            except Exception as exc:
-                chain.failed(member, exc)
-                exclude.add(member)
-                previous = member
-                continue
-            if self._closed:
-                await _close_quietly(stream)
-                return False
-            active = _Active(member, stream)
-            holder.append(active)
-            self._active = active
-            audio = bytes(self._utt) if replay is None else replay
-            if audio:
-                stream.push(audio)
-            return True
-        return False
+    async def _activate(self) -> None:
+        """Open the first usable provider and replay the utterance so far into it; with
+        none usable, stay without one (the next push or finalize tries again)."""
+        with contextlib.suppress(AllFailed, Abandoned):
+            async for _ in self._fallback.run(_Utterance(self, None), self._opening_rules):
+                pass
+
+    async def _reach(self, member: Member, replay: bytes | None) -> Any:
+        """The stream of `member`: the active one, or `member` opened now in place of the
+        active provider (which has just failed this utterance), with `replay` fed to it."""
+        if self._active is not None:
+            if self._active.member is member:
+                return self._active.stream
+            self._lose_active()
+        holder: list[_Active] = []
+        stream = await member.provider.open(self._interim_for(holder))
+        if self._closed:
+            await _close_quietly(stream)
+            raise Abandoned
+        active = _Active(member, stream)
+        holder.append(active)
+        self._active = active
+        audio = bytes(self._utt) if replay is None else replay
+        if audio:
+            stream.push(audio)
+        return stream
 
     def _interim_for(self, holder: list[_Active]) -> Callable[[str], None]:
         """Interims reach the session only from the provider that is active now."""
@@ -202,6 +203,12 @@ class ChainSTTStream:
                 self._on_interim(text)
 
         return on_interim
+
+    def _lose_active(self) -> None:
+        """The active provider failed: close it, and feed the audio of the next utterance
+        it was hearing to whichever provider comes next."""
+        self._drop_active()
+        self._unfed = bool(self._utt)
 
     def _drop_active(self) -> None:
         active, self._active = self._active, None
@@ -215,17 +222,12 @@ class ChainSTTStream:
         active = self._active
         if active is None:
             return
-        for member in self._chain.members:
+        for member in self._fallback.members:
             if member is active.member:
                 return
             if member.breaker.state != "open":
                 self._drop_active()
                 return
-
-    def _is_last(self, member: Member, tried: set[Member]) -> bool:
-        members = self._chain.members
-        later = members[members.index(member) + 1 :]
-        return all(m in tried or m.breaker.state == "open" for m in later)
 
 
 async def _close_quietly(stream: Any) -> None:

@@ -66,6 +66,11 @@ class SessionObserver(Protocol):
 
     def provider_fallback(self, stage: str, from_provider: str, to_provider: str) -> None: ...
 
+    def provider_latency(self, stage: str, provider: str, seconds: float) -> None:
+        """Time the provider that served a call took to its first output (STT final
+        transcript, LLM first token, TTS first audio): per call, so it names who served it."""
+        ...
+
     def work_time(self, stage: str, seconds: float) -> None:
         """CPU-bound work time (vad, stt, tts) for the work-time counters."""
         ...
@@ -79,6 +84,9 @@ class NullObserver:
         pass
 
     def provider_fallback(self, stage: str, from_provider: str, to_provider: str) -> None:
+        pass
+
+    def provider_latency(self, stage: str, provider: str, seconds: float) -> None:
         pass
 
     def work_time(self, stage: str, seconds: float) -> None:

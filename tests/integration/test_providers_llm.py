@@ -96,7 +96,7 @@ async def test_server_error_is_retried_once_then_falls_back(
     assert fake_anthropic.count("/v1/messages") == 2  # one retry, then the next provider
     assert observer.errors == [("llm", "anthropic", "server")] * 2
     assert observer.fallbacks == [("llm", "anthropic", "openai")]
-    assert llm.last_provider == "openai"
+    assert [(st, p) for st, p, _ in observer.latencies] == [("llm", "openai")]
 
 
 async def test_transient_error_recovers_on_retry_without_fallback(

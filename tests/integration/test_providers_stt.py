@@ -157,12 +157,12 @@ async def test_hung_finalize_falls_back_with_the_utterance_replayed(
     assert time.perf_counter() - start < 1.2
     assert observer.errors == [("stt", "deepgram", "timeout")]
     assert observer.fallbacks == [("stt", "deepgram", "openai")]
-    assert chain.last_provider == "openai"
+    assert stream.provider == "openai"
     assert [(st, p) for st, p, _ in observer.latencies] == [("stt", "openai")]
     # The next utterance goes back to Deepgram (its breaker is still closed).
     await speak(stream, "plants store sugar", pace=0.001)
     assert await stream.finalize() == "plants store sugar"
-    assert chain.last_provider == "deepgram"
+    assert stream.provider == "deepgram"
     assert fake_deepgram.connections == 2
     await stream.aclose()
 

@@ -119,10 +119,10 @@ async def test_goes_back_to_the_preferred_provider_unless_its_breaker_is_open(
     stream = await chain.open(lambda _: None)
     primary.fail_finalize = True
     stream.push(b"one")
-    assert await stream.finalize() == "one" and chain.last_provider == "backup"
+    assert await stream.finalize() == "one" and stream.provider == "backup"
     primary.fail_finalize = False
     stream.push(b"two")
-    assert await stream.finalize() == "two" and chain.last_provider == "primary"
+    assert await stream.finalize() == "two" and stream.provider == "primary"
     # Two failures in a row open the primary's breaker: the backup keeps the stream.
     primary.fail_finalize = True
     for word in (b"three", b"four"):
@@ -131,7 +131,7 @@ async def test_goes_back_to_the_preferred_provider_unless_its_breaker_is_open(
     assert chain.status()[0]["state"] == "open"
     opened = len(primary.streams)
     stream.push(b"five")
-    assert await stream.finalize() == "five" and chain.last_provider == "backup"
+    assert await stream.finalize() == "five" and stream.provider == "backup"
     assert len(primary.streams) == opened
 
 
