@@ -21,7 +21,6 @@ from audio.vad import Endpointer, EndpointerConfig, VadEvent
 from pipelines import events as ev
 from pipelines.chunker import SentenceChunker
 from pipelines.conversation import record_exchange
-from pipelines.llm.coach import recap
 from pipelines.outbox import Outbox
 from pipelines.playout import Playout
 from pipelines.ports import Capture, CaptureSink, NullObserver, SessionObserver
@@ -291,7 +290,7 @@ class Session(TurnTaking):
         self._barge_in()
         await asyncio.sleep(0)  # let the interrupted reply record what was heard
         history = await self._store.get_context(self.id)
-        return recap(history)
+        return self._llm.recap(history)
 
     # ---------------------------------------------------------------------- reply
     def _start_reply(

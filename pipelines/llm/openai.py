@@ -14,6 +14,7 @@ from pipelines import resilience as rz
 from pipelines.llm.messages import chat_messages
 from pipelines.ports import Exchange
 from pipelines.prompts import SYSTEM_PROMPT
+from pipelines.recap import recap
 
 DEFAULT_MODEL = "gpt-4o-mini"
 
@@ -66,6 +67,9 @@ class OpenAILLM:
             raise rz.classify_exception(self.name, exc, started=started) from None
         if not finished:
             raise rz.fault(self.name, rz.DROPPED, "stream ended without finish_reason")
+
+    def recap(self, history: Sequence[Exchange]) -> str:
+        return recap(history)  # offline: a hang-up never waits on the API
 
     async def aclose(self) -> None:
         await self._client.close()

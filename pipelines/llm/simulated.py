@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 
 from pipelines.ports import Exchange
+from pipelines.recap import recap
 
 #: 20 tokens: a whole first sentence (so TTS can start on the first token), then the
 #: second sentence in 19 sub-word tokens as a real model streams them. The two pieces the
@@ -57,3 +58,6 @@ class SimulatedLLM:
         for token in REPLY_TOKENS[1:]:
             await asyncio.sleep(self.token_interval_s)
             yield token
+
+    def recap(self, history: Sequence[Exchange]) -> str:
+        return recap(history)

@@ -164,3 +164,24 @@ async def test_failing_provider_reports_error_and_session_goes_on():
         events += await drain(outbox, ev.ResponseDone)
     assert any(isinstance(e, ev.Error) and e.code == "internal" for e in events)
     assert events[-1].text == "Fine."
+
+
+async def test_end_stops_the_reply_and_returns_the_models_recap_of_what_was_heard():
+    class TerseLLM(ScriptedLLM):
+        def recap(self, history):
+            super().recap(history)
+            return f"{len(history)} exchanges"
+
+    store = DictStore()
+    llm = TerseLLM("One two three four. Five six seven eight.", gap=0.05)
+    session, outbox = make_session(llm=llm, store=store, tts=False)
+    async with session:
+        session.submit_text("photosynthesis please")
+        await drain(outbox, ev.ResponseDelta)
+        summary = await session.end()
+        assert any(isinstance(e, ev.Interrupted) for e in await drain(outbox, ev.Interrupted))
+    assert summary == "1 exchanges"
+    assert [(x.user, x.agent) for x in llm.recapped[0]] == [
+        ("photosynthesis please", store.data["s1"][0].agent)
+    ]
+    assert store.data["s1"][0].agent.startswith("One")
