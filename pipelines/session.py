@@ -12,12 +12,12 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from audio.framing import Reframer
 from audio.resample import StreamResampler
-from audio.vad import Endpointer, EndpointerConfig, VadEvent
+from audio.vad import Endpointer, VadEvent
 from pipelines import events as ev
 from pipelines.chunker import SentenceChunker
 from pipelines.conversation import record_exchange
@@ -33,42 +33,13 @@ from pipelines.providers import (
     STTStream,
     TextToSpeech,
 )
+from pipelines.session_config import MODES, SessionConfig, SessionInputError
 from pipelines.session_turns import TurnTaking
-from pipelines.turns import TurnConfig, TurnTaker, Utterance
+from pipelines.turns import TurnTaker, Utterance
 
 log = logging.getLogger(__name__)
 
-MODES = ("continuous", "push_to_talk")
-
-
-class SessionInputError(ValueError):
-    """Input the session cannot act on; the transport reports it and goes on."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-@dataclass(slots=True)
-class SessionConfig:
-    mode: str = "continuous"
-    input_rate: int = 16000
-    output_rate: int = 16000
-    tts: bool = True
-    endpointer: EndpointerConfig = field(default_factory=EndpointerConfig)
-    #: Start the final transcript speculatively after this much trailing silence.
-    speculate_after_ms: int = 200
-    audio_lead_s: float = 0.3
-    audio_chunk_ms: int = 100
-    keepalive_s: float = 60.0
-    #: Turn-taking in continuous mode (pipelines/turns.py).
-    turns: TurnConfig = field(default_factory=TurnConfig)
-    #: Phone lines echo the agent: while it plays, use this VAD mode and ignore quieter frames.
-    echo_guard: bool = False
-    echo_vad_aggressiveness: int = 3
-    echo_gate_dbfs: float = -45.0
-    #: The transport reports playback (Twilio marks): remember only acknowledged audio.
-    playback_acks: bool = False
+__all__ = ["MODES", "Session", "SessionConfig", "SessionInputError"]
 
 
 @dataclass(slots=True)
@@ -186,12 +157,7 @@ class Session(TurnTaking):
         self._audio_t = 0.0
         self._max_frames = cfg.endpointer.max_utterance_ms // cfg.endpointer.frame_ms
         self._continuous = cfg.mode == "continuous"
-        turns = replace(
-            cfg.turns,
-            frame_ms=cfg.endpointer.frame_ms,
-            speculate_after_ms=cfg.speculate_after_ms,
-            transcript_on_pause=hasattr(self._stream, "speculate"),
-        )
+        turns = cfg.turn_rules(transcript_on_pause=hasattr(self._stream, "speculate"))
         self._turns = TurnTaker(turns)
         if self._continuous:
             # The turn-taker ends turns; the endpointer's own end is only the backstop.
