@@ -2,7 +2,8 @@
 
 The transport feeds audio and control input in; the Session puts typed events
 (`pipelines.events`) into its `Outbox`. Every task of the conversation belongs to the
-Session's TaskGroup, so leaving `async with session:` cancels all of them.
+Session's `TaskScope`, so leaving `async with session:` cancels all of them (after
+recording an unfinished reply as far as it was heard).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,13 +29,13 @@ from pipelines.ports import SessionStore as SessionStoreProto
 from pipelines.providers import (
     STT_SAMPLE_RATE,
     LanguageModel,
-    ProviderError,
     SpeechToText,
     STTStream,
     TextToSpeech,
 )
 from pipelines.session_config import MODES, SessionConfig, SessionInputError
 from pipelines.session_turns import TurnTaking
+from pipelines.tasks import TaskScope
 from pipelines.turns import TurnTaker, Utterance
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,6 @@ class _Reply:
     committed: bool = True
     commit: asyncio.Event = field(default_factory=asyncio.Event)
     marks: dict[str, float] = field(default_factory=dict)
-    coro: Coroutine[Any, Any, None] | None = None
 
 
 class Session(TurnTaking):
@@ -83,8 +83,8 @@ class Session(TurnTaking):
         self._captures = captures
         self._observer = observer or NullObserver()
         self._clock = clock
-        self._tg: asyncio.TaskGroup | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskScope(session_id, outbox)
+        self._exit: contextlib.AsyncExitStack | None = None
         self._stream: STTStream | None = None
         self.config = config or SessionConfig()
         self._apply_config()
@@ -105,23 +105,22 @@ class Session(TurnTaking):
 
     # ----------------------------------------------------------------- life cycle
     async def __aenter__(self) -> Session:
-        self._tg = asyncio.TaskGroup()
-        await self._tg.__aenter__()
-        self._stream = await self._stt.open(self._on_interim)
-        self._turns.config.transcript_on_pause = hasattr(self._stream, "speculate")
-        self._spawn(self._keepalive())
+        async with contextlib.AsyncExitStack() as stack:
+            self._stream = stream = await self._stt.open(self._on_interim)
+            stack.push_async_callback(stream.aclose)
+            self._turns.config.transcript_on_pause = hasattr(stream, "speculate")
+            await stack.enter_async_context(self._tasks.open())
+            stack.push_async_callback(self._record_unfinished_reply)
+            self._tasks.spawn(self._keepalive())
+            self._exit = stack.pop_all()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        assert self._tg is not None
-        await self._record_unfinished_reply()
-        for task in list(self._tasks):
-            task.cancel()
-        try:
-            await self._tg.__aexit__(None, None, None)
-        finally:
-            if self._stream is not None:
-                await self._stream.aclose()
+        """Record an unfinished reply, cancel every task and wait for them, then close the
+        recogniser stream. The body's exception (if any) is the transport's: it goes on."""
+        assert self._exit is not None, "the session was not entered"
+        exit_stack, self._exit = self._exit, None
+        await exit_stack.aclose()
 
     async def _record_unfinished_reply(self) -> None:
         """A disconnect or shutdown mid-reply still captures the exchange (what was heard),
@@ -234,7 +233,7 @@ class Session(TurnTaking):
         self._speculating = False
         speech_end = self._clock() - trailing_silence_s
         utt, self._utt = self._utt, None
-        self._spawn(self._finish_turn(self._turn_id, speech_end, utt))
+        self._tasks.spawn(self._finish_turn(self._turn_id, speech_end, utt))
 
     # ----------------------------------------------------------------- text turns
     def submit_text(self, text: str) -> None:
@@ -268,8 +267,7 @@ class Session(TurnTaking):
             reply.commit.set()
         if self.config.playback_acks:
             reply.playout.acked = 0.0
-        reply.coro = self._run_reply(reply, marks)
-        reply.task = self._spawn(reply.coro)
+        reply.task = self._tasks.spawn(self._run_reply(reply, marks))
         if not held:
             self._reply = reply
         return reply
@@ -286,7 +284,7 @@ class Session(TurnTaking):
         self._audible_until = 0.0
         log.info("barge-in", extra={"session_id": self.id, "turn_id": reply.turn_id})
         heard = reply.playout.heard_text(now) if self.config.tts else reply.text
-        self._spawn(self._record(reply.turn_id, reply.user_text, heard, interrupted=True))
+        self._tasks.spawn(self._record(reply.turn_id, reply.user_text, heard, interrupted=True))
 
     async def _run_reply(self, reply: _Reply, marks: dict[str, float]) -> None:
         history = await self._store.get_context(self.id)
@@ -387,24 +385,3 @@ class Session(TurnTaking):
             await asyncio.sleep(self.config.keepalive_s)
             with contextlib.suppress(Exception):
                 await self._store.touch(self.id)
-
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[None]:
-        assert self._tg is not None, "use the session as `async with session:`"
-        task = self._tg.create_task(self._guard(coro))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
-    async def _guard(self, coro: Coroutine[Any, Any, Any]) -> None:
-        try:
-            await coro
-        except asyncio.CancelledError:
-            raise
-        except ProviderError as exc:  # every provider of a stage failed: say which
-            log.warning("turn failed: %s", exc, extra={"session_id": self.id})
-            self.outbox.emit(
-                ev.Error("provider_unavailable", f"{exc.provider} is unavailable ({exc.kind})")
-            )
-        except Exception as exc:  # one failed turn must not end the conversation
-            log.exception("session task failed", extra={"session_id": self.id})
-            self.outbox.emit(ev.Error("internal", f"this turn failed: {type(exc).__name__}"))

@@ -9,7 +9,6 @@ them. It uses the Session's state directly; nothing else should inherit it.
 from __future__ import annotations
 
 import logging
-from inspect import CORO_CREATED, getcoroutinestate
 from typing import TYPE_CHECKING
 
 from audio.pcm import rms_dbfs
@@ -122,8 +121,6 @@ class TurnTaking:
         spec, self._spec = self._spec, None
         if spec is not None and spec.task is not None:
             spec.task.cancel()
-            if spec.coro is not None and getcoroutinestate(spec.coro) == CORO_CREATED:
-                spec.coro.close()  # cancelled before it ran: nothing to unwind
             self.outbox.drop_audio(spec.turn_id)
 
     def _commit_speculation(
