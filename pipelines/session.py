@@ -2,10 +2,11 @@
 
 The transport feeds audio and control input in; the Session puts typed events
 (`pipelines.events`) into its `Outbox`. It moves the caller's audio and carries out what
-its parts decide: `Floor` judges the caller's speech (turn-taking), `Replies` produces and
-stops the agent's replies, `TurnRecords` remembers each exchange, and `TaskScope` owns
-every task, so leaving `async with session:` cancels them all (after recording an
-unfinished reply as far as it was heard).
+its parts decide: `Floor` judges the caller's speech (turn-taking), `PauseTranscripts`
+asks the recogniser for early transcripts of pauses, `Replies` produces and stops the
+agent's replies, `TurnRecords` remembers each exchange, and `TaskScope` owns every task,
+so leaving `async with session:` cancels them all (after recording an unfinished reply as
+far as it was heard).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from audio.vad import Endpointer, VadEvent
 from pipelines import events as ev
 from pipelines.floor import Floor
 from pipelines.outbox import Outbox
+from pipelines.pause_transcripts import PauseTranscripts
 from pipelines.ports import CaptureSink, NullObserver, SessionObserver, SessionStore
 from pipelines.providers import (
     STT_SAMPLE_RATE,
@@ -77,11 +79,8 @@ class Session:
         )
         self._exit: contextlib.AsyncExitStack | None = None
         self._stream: STTStream | None = None
-        #: The recogniser's `speculate` (transcribe the pause so far), if it has one.
-        self._transcribe_pause: Callable[[], None] | None = None
         self._turn_id = 0
         self._listening = False
-        self._speculating = False
         self._utterance_frames = 0
         self._apply_config()
 
@@ -104,7 +103,6 @@ class Session:
         async with contextlib.AsyncExitStack() as stack:
             self._stream = stream = await self._stt.open(self._on_interim)
             stack.push_async_callback(stream.aclose)
-            self._transcribe_pause = getattr(stream, "speculate", None)
             self._apply_config()  # the turn rules depend on what the recogniser can do
             await stack.enter_async_context(self._tasks.open())
             stack.push_async_callback(self._replies.close)
@@ -143,7 +141,8 @@ class Session:
         self._continuous = cfg.mode == "continuous"
         self._echo_guard = cfg.echo_guard
         self._echo_mode = False
-        turns = cfg.turn_rules(transcript_on_pause=self._transcribe_pause is not None)
+        self._pauses = PauseTranscripts(self._stream, cfg.speculate_after_ms)
+        turns = cfg.turn_rules(transcript_on_pause=self._pauses.supported)
         self._floor.configure(turns)
         if self._continuous:
             # The floor ends turns; the endpointer's own end is only the backstop.
@@ -192,16 +191,7 @@ class Session:
             self._act(acts)
             if not self._listening:
                 return  # the turn ended
-        transcribe = self._transcribe_pause
-        if transcribe is None:
-            return
-        if silence >= self.config.speculate_after_ms:
-            if not self._speculating:
-                self._speculating = True
-                transcribe()
-        elif self._speculating and silence == 0:
-            self._speculating = False
-            self._stream.unspeculate()  # type: ignore[union-attr]
+        self._pauses.frame(silence)
 
     def _guard_echo(self) -> None:
         """While the agent's audio plays, a stricter VAD and the floor's echo gate keep its
@@ -265,7 +255,7 @@ class Session:
         self._act(self._floor.speech_started(busy, self.config.endpointer.start_ms))
         self._turn_id += 1
         self._listening = True
-        self._speculating = False
+        self._pauses.reset()
         assert self._stream is not None
         for frame in self._endpointer.take_preroll():
             self._stream.push(frame)
@@ -277,7 +267,7 @@ class Session:
 
     def _end_utterance(self, trailing_silence_s: float) -> None:
         self._listening = False
-        self._speculating = False
+        self._pauses.reset()
         speech_end = self._clock() - trailing_silence_s
         utt = self._floor.utterance_ended()
         self._tasks.spawn(self._finish_turn(self._turn_id, speech_end, utt))
