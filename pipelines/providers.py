@@ -62,6 +62,14 @@ class LanguageModel(Protocol):
         """Yield the reply as text deltas, as soon as they are produced."""
         ...
 
+    def recap(self, history: Sequence[Exchange]) -> str:
+        """One-sentence summary of the conversation, said at hang-up.
+
+        Deterministic and offline (no network call: the caller is leaving); adapters use
+        `pipelines.recap.recap` unless they have a better local summary.
+        """
+        ...
+
 
 class TextToSpeech(Protocol):
     name: str

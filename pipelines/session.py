@@ -1,95 +1,46 @@
 """One conversation: endpointer -> STT -> LLM -> TTS, with barge-in.
 
 The transport feeds audio and control input in; the Session puts typed events
-(`pipelines.events`) into its `Outbox`. Every task of the conversation belongs to the
-Session's TaskGroup, so leaving `async with session:` cancels all of them.
+(`pipelines.events`) into its `Outbox`. It moves the caller's audio and carries out what
+its parts decide: `Floor` judges the caller's speech (turn-taking), `PauseTranscripts`
+asks the recogniser for early transcripts of pauses, `Replies` produces and stops the
+agent's replies, `TurnRecords` remembers each exchange, and `TaskScope` owns every task,
+so leaving `async with session:` cancels them all (after recording an unfinished reply as
+far as it was heard).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field, replace
-from typing import Any
+from collections.abc import Callable, Iterable
 
 from audio.framing import Reframer
 from audio.resample import StreamResampler
-from audio.vad import Endpointer, EndpointerConfig, VadEvent
+from audio.vad import Endpointer, VadEvent
 from pipelines import events as ev
-from pipelines.chunker import SentenceChunker
-from pipelines.conversation import record_exchange
-from pipelines.llm.coach import recap
+from pipelines.floor import Floor
 from pipelines.outbox import Outbox
-from pipelines.playout import Playout
-from pipelines.ports import Capture, CaptureSink, NullObserver, SessionObserver
-from pipelines.ports import SessionStore as SessionStoreProto
+from pipelines.pause_transcripts import PauseTranscripts
+from pipelines.ports import CaptureSink, NullObserver, SessionObserver, SessionStore
 from pipelines.providers import (
     STT_SAMPLE_RATE,
     LanguageModel,
-    ProviderError,
     SpeechToText,
     STTStream,
     TextToSpeech,
 )
-from pipelines.session_turns import TurnTaking
-from pipelines.turns import TurnConfig, TurnTaker, Utterance
+from pipelines.replies import Replies
+from pipelines.session_config import MODES, SessionConfig, SessionInputError
+from pipelines.tasks import TaskScope
+from pipelines.turn_records import TurnRecords
+from pipelines.turns import Act, Utterance
 
-log = logging.getLogger(__name__)
-
-MODES = ("continuous", "push_to_talk")
-
-
-class SessionInputError(ValueError):
-    """Input the session cannot act on; the transport reports it and goes on."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+__all__ = ["MODES", "Session", "SessionConfig", "SessionInputError"]
 
 
-@dataclass(slots=True)
-class SessionConfig:
-    mode: str = "continuous"
-    input_rate: int = 16000
-    output_rate: int = 16000
-    tts: bool = True
-    endpointer: EndpointerConfig = field(default_factory=EndpointerConfig)
-    #: Start the final transcript speculatively after this much trailing silence.
-    speculate_after_ms: int = 200
-    audio_lead_s: float = 0.3
-    audio_chunk_ms: int = 100
-    keepalive_s: float = 60.0
-    #: Turn-taking in continuous mode (pipelines/turns.py).
-    turns: TurnConfig = field(default_factory=TurnConfig)
-    #: Phone lines echo the agent: while it plays, use this VAD mode and ignore quieter frames.
-    echo_guard: bool = False
-    echo_vad_aggressiveness: int = 3
-    echo_gate_dbfs: float = -45.0
-    #: The transport reports playback (Twilio marks): remember only acknowledged audio.
-    playback_acks: bool = False
-
-
-@dataclass(slots=True)
-class _Reply:
-    turn_id: int
-    user_text: str
-    task: asyncio.Task[None] | None = None
-    playout: Playout = field(default_factory=Playout)
-    text: str = ""
-    audio_started: bool = False
-    #: Set while the reply's audio may be released (cleared: held or paused).
-    go: asyncio.Event = field(default_factory=asyncio.Event)
-    #: A speculative reply is generated but shows and says nothing until committed.
-    committed: bool = True
-    commit: asyncio.Event = field(default_factory=asyncio.Event)
-    marks: dict[str, float] = field(default_factory=dict)
-    coro: Coroutine[Any, Any, None] | None = None
-
-
-class Session(TurnTaking):
+class Session:
     def __init__(
         self,
         session_id: str,
@@ -97,7 +48,7 @@ class Session(TurnTaking):
         stt: SpeechToText,
         llm: LanguageModel,
         tts: TextToSpeech,
-        store: SessionStoreProto,
+        store: SessionStore,
         captures: CaptureSink,
         outbox: Outbox,
         config: SessionConfig | None = None,
@@ -106,69 +57,70 @@ class Session(TurnTaking):
     ) -> None:
         self.id = session_id
         self.outbox = outbox
+        self.config = config or SessionConfig()
         self._stt = stt
         self._llm = llm
-        self._tts = tts
         self._store = store
-        self._captures = captures
-        self._observer = observer or NullObserver()
         self._clock = clock
-        self._tg: asyncio.TaskGroup | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskScope(session_id, outbox)
+        self._records = TurnRecords(session_id, store, captures, observer or NullObserver())
+        self._floor = Floor()
+        self._replies = Replies(
+            session_id,
+            llm=llm,
+            tts=tts,
+            store=store,
+            outbox=outbox,
+            records=self._records,
+            config=self.config,
+            spawn=self._tasks.spawn,
+            on_said=self._floor.agent_said,
+            clock=clock,
+        )
+        self._exit: contextlib.AsyncExitStack | None = None
         self._stream: STTStream | None = None
-        self.config = config or SessionConfig()
-        self._apply_config()
         self._turn_id = 0
         self._listening = False
-        self._speculating = False
         self._utterance_frames = 0
-        self._carry = ""
-        self._reply: _Reply | None = None
-        self._spec: _Reply | None = None
-        self._utt: Utterance | None = None
-        self._audible_until = 0.0
-        self._echo_mode = False
-        #: Clock time of the last barge-in (the transport measures its reaction from it).
-        self.last_barge_in = 0.0
-        self._finals: asyncio.Task[Any] | None = None
-        self.turns = 0
+        self._apply_config()
+
+    @property
+    def last_barge_in(self) -> float:
+        """Clock time of the last barge-in (the transport measures its reaction from it)."""
+        return self._replies.last_barge_in
+
+    @property
+    def turns(self) -> int:
+        """Exchanges recorded so far."""
+        return self._records.count
+
+    @property
+    def last_turn_stages(self) -> dict[str, float]:
+        return self._records.last_stages
 
     # ----------------------------------------------------------------- life cycle
     async def __aenter__(self) -> Session:
-        self._tg = asyncio.TaskGroup()
-        await self._tg.__aenter__()
-        self._stream = await self._stt.open(self._on_interim)
-        self._turns.config.transcript_on_pause = hasattr(self._stream, "speculate")
-        self._spawn(self._keepalive())
+        async with contextlib.AsyncExitStack() as stack:
+            self._stream = stream = await self._stt.open(self._on_interim)
+            stack.push_async_callback(stream.aclose)
+            self._apply_config()  # the turn rules depend on what the recogniser can do
+            await stack.enter_async_context(self._tasks.open())
+            stack.push_async_callback(self._replies.close)
+            self._tasks.spawn(self._keepalive())
+            self._exit = stack.pop_all()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        assert self._tg is not None
-        await self._record_unfinished_reply()
-        for task in list(self._tasks):
-            task.cancel()
-        try:
-            await self._tg.__aexit__(None, None, None)
-        finally:
-            if self._stream is not None:
-                await self._stream.aclose()
-
-    async def _record_unfinished_reply(self) -> None:
-        """A disconnect or shutdown mid-reply still captures the exchange (what was heard),
-        as a barge-in would; otherwise it would be lost with the cancelled reply task."""
-        reply, self._reply = self._reply, None
-        if reply is None or reply.task is None or reply.task.done():
-            return
-        reply.task.cancel()
-        heard = reply.playout.heard_text(self._clock()) if self.config.tts else reply.text
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(2.0):
-                await self._record(reply.turn_id, reply.user_text, heard, interrupted=True)
+        """Record an unfinished reply, cancel every task and wait for them, then close the
+        recogniser stream. The body's exception (if any) is the transport's: it goes on."""
+        assert self._exit is not None, "the session was not entered"
+        exit_stack, self._exit = self._exit, None
+        await exit_stack.aclose()
 
     def configure(self, config: SessionConfig) -> None:
         if config.mode not in MODES:
             raise SessionInputError("invalid_message", f"mode must be one of {MODES}")
-        self._barge_in()
+        self._replies.interrupt()
         if self._stream is not None:
             self._stream.discard()
         self._listening = False
@@ -187,24 +139,22 @@ class Session(TurnTaking):
         self._audio_t = 0.0
         self._max_frames = cfg.endpointer.max_utterance_ms // cfg.endpointer.frame_ms
         self._continuous = cfg.mode == "continuous"
-        turns = replace(
-            cfg.turns,
-            frame_ms=cfg.endpointer.frame_ms,
-            speculate_after_ms=cfg.speculate_after_ms,
-            transcript_on_pause=hasattr(self._stream, "speculate"),
-        )
-        self._turns = TurnTaker(turns)
-        if self._continuous:
-            # The turn-taker ends turns; the endpointer's own end is only the backstop.
-            self._endpointer.end_silence_ms = turns.longest_silence_ms + cfg.endpointer.frame_ms
+        self._echo_guard = cfg.echo_guard
         self._echo_mode = False
+        self._pauses = PauseTranscripts(self._stream, cfg.speculate_after_ms)
+        turns = cfg.turn_rules(transcript_on_pause=self._pauses.supported)
+        self._floor.configure(turns)
+        if self._continuous:
+            # The floor ends turns; the endpointer's own end is only the backstop.
+            self._endpointer.end_silence_ms = turns.longest_silence_ms + cfg.endpointer.frame_ms
+        self._replies.config = cfg
 
     # ------------------------------------------------------------------ audio in
     def feed_audio(self, data: bytes) -> None:
         """Hot path: called for every binary frame the client sends."""
         if self._resampler is not None:
             data = self._resampler.process(data)
-        if self.config.echo_guard:
+        if self._echo_guard:
             self._guard_echo()
         stream = self._stream
         assert stream is not None
@@ -215,13 +165,11 @@ class Session(TurnTaking):
                 if event is VadEvent.SPEECH:
                     if self._listening:
                         stream.push(frame)
-                        self._turn_frame(frame)
-                        self._speculate()
+                        self._speech_frame(frame)
                 elif event is VadEvent.START:
                     self._speech_started()
                 elif event is VadEvent.END:
-                    if self._utt is not None:
-                        self._turns.ended(self._utt)
+                    self._floor.speech_ended()
                     self._speech_ended(self._endpointer.end_silence_ms)
             else:
                 if self._listening:
@@ -234,24 +182,34 @@ class Session(TurnTaking):
                 elif event is VadEvent.END:
                     self.outbox.emit(ev.Vad(False))
 
-    def _speculate(self) -> None:
-        speculate = getattr(self._stream, "speculate", None)
-        if speculate is None:
-            return
+    def _speech_frame(self, frame: bytes) -> None:
+        """One frame of the caller's utterance (continuous mode): the floor judges it, and a
+        pause long enough is transcribed early (for a speculative reply)."""
         silence = self._endpointer.detector.trailing_silence_ms
-        if silence >= self.config.speculate_after_ms:
-            if not self._speculating:
-                self._speculating = True
-                speculate()
-        elif self._speculating and silence == 0:
-            self._speculating = False
-            self._stream.unspeculate()  # type: ignore[union-attr]
+        acts = self._floor.frame(frame, silence)
+        if acts:
+            self._act(acts)
+            if not self._listening:
+                return  # the turn ended
+        self._pauses.frame(silence)
+
+    def _guard_echo(self) -> None:
+        """While the agent's audio plays, a stricter VAD and the floor's echo gate keep its
+        echo from starting or interrupting turns."""
+        audible = self._clock() < self._replies.audible_until
+        if audible != self._echo_mode:
+            self._echo_mode = audible
+            cfg = self.config
+            self._endpointer.set_aggressiveness(
+                cfg.echo_vad_aggressiveness if audible else cfg.endpointer.aggressiveness
+            )
+            self._floor.gate_echo(cfg.echo_gate_dbfs if audible else None)
 
     # -------------------------------------------------------------- push-to-talk
     def talk_start(self) -> None:
         if self._continuous:
             raise SessionInputError("invalid_message", "talk_start needs mode push_to_talk")
-        self._barge_in()
+        self._replies.interrupt()
         assert self._stream is not None
         self._stream.discard()
         self._turn_id += 1
@@ -264,157 +222,96 @@ class Session(TurnTaking):
         if self._listening:
             self._end_utterance(0.0)
 
-    def _end_utterance(self, trailing_silence_s: float) -> None:
-        self._listening = False
-        self._speculating = False
-        speech_end = self._clock() - trailing_silence_s
-        utt, self._utt = self._utt, None
-        self._spawn(self._finish_turn(self._turn_id, speech_end, utt))
-
-    # ----------------------------------------------------------------- text turns
+    # ------------------------------------------------------- text, control, end
     def submit_text(self, text: str) -> None:
         text = text.strip()
         if not text:
             raise SessionInputError("invalid_message", "text must not be empty")
-        self._barge_in()
+        self._replies.interrupt()
         self._turn_id += 1
         self.outbox.emit(ev.Transcript(self._turn_id, text, True))
         now = self._clock()
-        self._start_reply(self._turn_id, text, {"speech_end": now, "stt_final": now})
+        self._replies.start(self._turn_id, text, {"speech_end": now, "stt_final": now})
 
     def interrupt(self) -> None:
-        self._barge_in()
+        self._replies.interrupt()
+
+    def playback_acked(self, turn_id: int, seconds: float) -> None:
+        """The listener's player reports `seconds` of reply `turn_id` played (Twilio mark)."""
+        self._replies.playback_acked(turn_id, seconds)
 
     async def end(self) -> str:
         """Stop replying and return what the conversation covered (the transport sends
         it as the last message before closing)."""
-        self._barge_in()
+        self._replies.interrupt()
         await asyncio.sleep(0)  # let the interrupted reply record what was heard
         history = await self._store.get_context(self.id)
-        return recap(history)
+        return self._llm.recap(history)
 
-    # ---------------------------------------------------------------------- reply
-    def _start_reply(
-        self, turn_id: int, text: str, marks: dict[str, float], *, held: bool = False
-    ) -> _Reply:
-        reply = _Reply(turn_id, text, committed=not held, marks=marks)
-        if not held:
-            reply.go.set()
-            reply.commit.set()
-        if self.config.playback_acks:
-            reply.playout.acked = 0.0
-        reply.coro = self._run_reply(reply, marks)
-        reply.task = self._spawn(reply.coro)
-        if not held:
-            self._reply = reply
-        return reply
+    # --------------------------------------------------------------- turn-taking
+    def _speech_started(self) -> None:
+        self.outbox.emit(ev.Vad(True))
+        busy = self._replies.busy(self._clock())
+        self._act(self._floor.speech_started(busy, self.config.endpointer.start_ms))
+        self._turn_id += 1
+        self._listening = True
+        self._pauses.reset()
+        assert self._stream is not None
+        for frame in self._endpointer.take_preroll():
+            self._stream.push(frame)
 
-    def _barge_in(self) -> None:
-        self._drop_speculation()
-        reply, self._reply = self._reply, None
-        if reply is None or reply.task is None or reply.task.done():
+    def _speech_ended(self, silence_ms: float) -> None:
+        self.outbox.emit(ev.Vad(False))
+        if self._listening:
+            self._end_utterance(silence_ms / 1000)
+
+    def _end_utterance(self, trailing_silence_s: float) -> None:
+        self._listening = False
+        self._pauses.reset()
+        speech_end = self._clock() - trailing_silence_s
+        utt = self._floor.utterance_ended()
+        self._tasks.spawn(self._finish_turn(self._turn_id, speech_end, utt))
+
+    def _on_interim(self, text: str) -> None:
+        if self._listening:
+            self.outbox.emit(ev.Transcript(self._turn_id, text, False))
+            acts = self._floor.interim(text)
+            if acts:
+                self._act(acts)
+
+    async def _finish_turn(self, turn_id: int, speech_end: float, utt: Utterance | None) -> None:
+        assert self._stream is not None
+        text = (await self._stream.finalize()).strip()
+        stt_done = self._clock()
+        verdict = self._floor.final(utt, text, caller_went_on=self._listening)
+        self.outbox.emit(ev.Transcript(turn_id, verdict.shown, True))
+        marks = {"speech_end": speech_end, "stt_final": stt_done}
+        if verdict.commit and self._replies.commit(turn_id, verdict.answer, marks):
             return
-        reply.task.cancel()
-        self.outbox.drop_audio(reply.turn_id)
-        self.outbox.emit(ev.Interrupted(reply.turn_id))
-        self.last_barge_in = now = self._clock()
-        self._audible_until = 0.0
-        log.info("barge-in", extra={"session_id": self.id, "turn_id": reply.turn_id})
-        heard = reply.playout.heard_text(now) if self.config.tts else reply.text
-        self._spawn(self._record(reply.turn_id, reply.user_text, heard, interrupted=True))
+        self._act(verdict.acts)
+        if verdict.answer:
+            self._replies.start(turn_id, verdict.answer, marks)
 
-    async def _run_reply(self, reply: _Reply, marks: dict[str, float]) -> None:
-        history = await self._store.get_context(self.id)
-        pieces: asyncio.Queue[str | None] = asyncio.Queue(maxsize=32)
-        async with asyncio.TaskGroup() as group:
-            if self.config.tts:
-                group.create_task(self._speak(reply, pieces, marks))
-            chunker = SentenceChunker()
-            async for delta in self._llm.stream(reply.user_text, history):
-                if not reply.text:
-                    marks["llm_first_token"] = self._clock()
-                reply.text += delta
-                if reply.committed:
-                    self.outbox.emit(ev.ResponseDelta(reply.turn_id, delta))
-                    self._turns.agent_said(reply.text)
-                for piece in chunker.push(delta):
-                    await pieces.put(piece)
-            for piece in chunker.flush():
-                await pieces.put(piece)
-            await pieces.put(None)
-            await reply.commit.wait()  # a speculative reply waits for the turn to end
-            self.outbox.emit(ev.ResponseDone(reply.turn_id, reply.text.strip()))
-        if self._reply is reply:
-            self._reply = None
-        self._report(marks)
-        await self._record(reply.turn_id, reply.user_text, reply.text.strip(), interrupted=False)
-
-    async def _speak(self, reply: _Reply, pieces: asyncio.Queue[str | None], marks: dict) -> None:
-        out_rate = self.config.output_rate
-        resampler = (
-            StreamResampler(self._tts.sample_rate, out_rate)
-            if self._tts.sample_rate != out_rate
-            else None
-        )
-        chunk_bytes = out_rate * self.config.audio_chunk_ms // 1000 * 2
-        playout = reply.playout
-        playout.lead = self.config.audio_lead_s
-        pending = b""
-        while (piece := await pieces.get()) is not None:
-            marks.setdefault("tts_request", self._clock())
-            playout.start_piece(piece)
-            async for pcm in self._tts.synthesize(piece):
-                if resampler is not None:
-                    pcm = resampler.process(pcm)
-                playout.add_synthesized(len(pcm) / 2 / out_rate)
-                pending += pcm
-                while len(pending) >= chunk_bytes:
-                    chunk, pending = pending[:chunk_bytes], pending[chunk_bytes:]
-                    await self._send_audio(reply, chunk, marks)
-        if resampler is not None:
-            tail = resampler.flush()
-            playout.add_synthesized(len(tail) / 2 / out_rate)
-            pending += tail
-        if pending:
-            await self._send_audio(reply, pending, marks)
-        if reply.audio_started:
-            self.outbox.emit(ev.AudioEnd(reply.turn_id))
-
-    async def _send_audio(self, reply: _Reply, chunk: bytes, marks: dict[str, float]) -> None:
-        if not reply.go.is_set():  # held (speculative) or paused (a possible barge-in)
-            await reply.go.wait()
-        playout = reply.playout
-        if not reply.audio_started:
-            reply.audio_started = True
-            marks["first_audio"] = self._clock()
-            self.outbox.emit(ev.AudioStart(reply.turn_id, self.config.output_rate))
-        wait = playout.wait_before(self._clock())
-        if wait > 0:
-            await asyncio.sleep(wait)
-        await self.outbox.emit_audio(ev.AudioFrame(reply.turn_id, chunk))
-        playout.release(len(chunk) / 2 / self.config.output_rate)
-        self._audible_until = playout.playhead
-
-    def _report(self, marks: dict[str, float]) -> None:
-        end = marks["speech_end"]
-        stages = {k: v - end for k, v in marks.items() if k != "speech_end" and k != "tts_request"}
-        if "tts_request" in marks and "first_audio" in marks:
-            stages["tts_first_audio"] = marks["first_audio"] - marks["tts_request"]
-        self.last_turn_stages = stages
-        log.info(
-            "turn stages",
-            extra={"session_id": self.id, **{k: round(v * 1000) for k, v in stages.items()}},
-        )
-        self._observer.turn_completed(stages, self.config.mode)
-
-    async def _record(self, turn_id: int, user: str, agent: str, *, interrupted: bool) -> None:
-        self.turns += 1
-        meta = {"mode": self.config.mode, "turn_id": turn_id, "interrupted": interrupted}
-        try:
-            await record_exchange(self._store, self._captures, self.id, user, agent, meta)
-        except Exception:
-            log.exception("session store append failed", extra={"session_id": self.id})
-            self._captures.submit(Capture(self.id, user, agent, time.time(), meta))
+    def _act(self, acts: Iterable[Act]) -> None:
+        """Carry out what the floor decided."""
+        replies = self._replies
+        for act in acts:
+            if act is Act.PAUSE_REPLY:
+                replies.pause()
+            elif act is Act.RESUME_REPLY:
+                replies.resume()
+            elif act is Act.INTERRUPT:
+                replies.interrupt()
+            elif act is Act.END_TURN:
+                silence = self._endpointer.detector.trailing_silence_ms
+                self._endpointer.force_end()
+                self._speech_ended(silence)
+            elif act is Act.SPECULATE:
+                text = self._floor.speculated
+                if text:
+                    replies.hold(self._turn_id, text)
+            elif act is Act.DROP_SPECULATION:
+                replies.drop_held()
 
     # -------------------------------------------------------------------- plumbing
     async def _keepalive(self) -> None:
@@ -422,24 +319,3 @@ class Session(TurnTaking):
             await asyncio.sleep(self.config.keepalive_s)
             with contextlib.suppress(Exception):
                 await self._store.touch(self.id)
-
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[None]:
-        assert self._tg is not None, "use the session as `async with session:`"
-        task = self._tg.create_task(self._guard(coro))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
-    async def _guard(self, coro: Coroutine[Any, Any, Any]) -> None:
-        try:
-            await coro
-        except asyncio.CancelledError:
-            raise
-        except ProviderError as exc:  # every provider of a stage failed: say which
-            log.warning("turn failed: %s", exc, extra={"session_id": self.id})
-            self.outbox.emit(
-                ev.Error("provider_unavailable", f"{exc.provider} is unavailable ({exc.kind})")
-            )
-        except Exception as exc:  # one failed turn must not end the conversation
-            log.exception("session task failed", extra={"session_id": self.id})
-            self.outbox.emit(ev.Error("internal", f"this turn failed: {type(exc).__name__}"))

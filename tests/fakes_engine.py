@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from pipelines.ports import Capture, Exchange
+from pipelines.recap import recap
 
 
 class ScriptedSTT:
@@ -60,6 +61,7 @@ class ScriptedLLM:
         self.gap = gap
         self.calls: list[tuple[str, list[Exchange]]] = []
         self.cancelled = 0
+        self.recapped: list[list[Exchange]] = []
 
     async def stream(self, user_text: str, history: Sequence[Exchange]) -> AsyncIterator[str]:
         self.calls.append((user_text, list(history)))
@@ -70,6 +72,10 @@ class ScriptedLLM:
         except asyncio.CancelledError:
             self.cancelled += 1
             raise
+
+    def recap(self, history: Sequence[Exchange]) -> str:
+        self.recapped.append(list(history))
+        return recap(history)
 
 
 class ToneTTS:

@@ -15,6 +15,7 @@ from pipelines.llm.messages import chat_messages
 from pipelines.ports import Exchange
 from pipelines.prompts import SYSTEM_PROMPT
 from pipelines.provider_spec import ProviderSpec, Setting, api_key, endpoint
+from pipelines.recap import recap
 
 DEFAULT_MODEL = "claude-haiku-4-5"
 
@@ -79,6 +80,9 @@ class AnthropicLLM:
             raise rz.classify_exception(self.name, exc, started=started) from None
         if not completed:
             raise rz.fault(self.name, rz.DROPPED, "stream ended before message_stop")
+
+    def recap(self, history: Sequence[Exchange]) -> str:
+        return recap(history)  # offline: a hang-up never waits on the API
 
     async def aclose(self) -> None:
         await self._client.close()

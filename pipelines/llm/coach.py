@@ -16,34 +16,15 @@ from collections.abc import AsyncIterator, Sequence
 
 from pipelines.ports import Exchange
 from pipelines.provider_spec import ProviderSpec
+from pipelines.recap import key_phrase, recap
 
 PROVIDER = ProviderSpec(
     name="local", stage="llm", build=lambda v, ctx: LearningCoach(), in_process=True
 )
 
-_WORD = re.compile(r"[A-Za-z][A-Za-z'\-]*")
 _GOODBYE = re.compile(
     r"\b(good ?bye|bye|see you|that's all|that is all|i'm done|i am done|stop for today)\b",
     re.IGNORECASE,
-)
-
-STOPWORDS = frozenset(
-    """a about above after again against all am an and any are as at be because been before
-    being below between both but by can could did do does doing down during each few for from
-    further had has have having he her here hers herself him himself his how i if in into is it
-    its itself just let me more most my myself no nor not now of off on once only or other our
-    ours ourselves out over own really same she should so some such than that the their theirs
-    them themselves then there these they this those through to too under until up very was we
-    were what when where which while who whom why will with would you your yours yourself
-    yourselves i'm i've i'd i'll it's that's there's let's don't doesn't didn't can't won't
-    today learned learning learn learnt studying study reading read think thinking thought
-    know knew something thing things stuff like also well okay ok yeah yes um uh actually
-    basically pretty much lot lots kind sort way really quite just get got getting make made
-    want wanted going gonna need trying try tried use used using one two new good great
-    interesting cool fact found find say said says tell told mean means improve improves
-    help helps helped make makes cause causes increase increases reduce reduces work works
-    show shows allow allows keep keeps give gives take takes become becomes seem seems
-    explain explains describe describes called named remember""".split()
 )
 
 _QUESTIONS = (
@@ -54,34 +35,6 @@ _QUESTIONS = (
     "What surprised you most about it?",
     "Where could you use this in the next week?",
 )
-
-
-def key_phrase(text: str, max_words: int = 3) -> str:
-    """The most content-bearing run of words: the longest stretch without stopwords,
-    ties broken by total word length, then by position."""
-    words = _WORD.findall(text)
-    best: list[str] = []
-    run: list[str] = []
-    for w in [*words, ""]:
-        if w and w.lower() not in STOPWORDS and len(w) > 2:
-            run.append(w)
-            continue
-        if run and (len(run), sum(map(len, run))) > (len(best), sum(map(len, best))):
-            best = run
-        run = []
-    return " ".join(best[:max_words]).lower()
-
-
-def recap(history: Sequence[Exchange]) -> str:
-    topics: list[str] = []
-    for ex in history:
-        phrase = key_phrase(ex.user)
-        if phrase and phrase not in topics:
-            topics.append(phrase)
-    if not topics:
-        return "Thanks for talking with me. Goodbye!"
-    listed = topics[0] if len(topics) == 1 else ", ".join(topics[:-1]) + " and " + topics[-1]
-    return f"Today you covered {listed}. Nice work, and goodbye!"
 
 
 def coach_reply(user_text: str, history: Sequence[Exchange]) -> str:
@@ -112,3 +65,6 @@ class LearningCoach:
         for i, word in enumerate(reply.split(" ")):
             yield word if i == 0 else " " + word
             await asyncio.sleep(0)
+
+    def recap(self, history: Sequence[Exchange]) -> str:
+        return recap(history)

@@ -13,6 +13,7 @@ from pipelines.llm.messages import chat_messages
 from pipelines.ports import Exchange
 from pipelines.prompts import SYSTEM_PROMPT
 from pipelines.provider_spec import ProviderSpec, Setting
+from pipelines.recap import recap
 from pipelines.vendors import OPENAI, openai_client
 
 DEFAULT_MODEL = "gpt-4o-mini"
@@ -71,6 +72,9 @@ class OpenAILLM:
             raise rz.classify_exception(self.name, exc, started=started) from None
         if not finished:
             raise rz.fault(self.name, rz.DROPPED, "stream ended without finish_reason")
+
+    def recap(self, history: Sequence[Exchange]) -> str:
+        return recap(history)  # offline: a hang-up never waits on the API
 
     async def aclose(self) -> None:
         await self._client.close()

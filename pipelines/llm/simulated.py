@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Sequence
 
 from pipelines.ports import Exchange
 from pipelines.provider_spec import simulated
+from pipelines.recap import recap
 
 PROVIDER = simulated("llm", lambda: SimulatedLLM())
 
@@ -60,3 +61,6 @@ class SimulatedLLM:
         for token in REPLY_TOKENS[1:]:
             await asyncio.sleep(self.token_interval_s)
             yield token
+
+    def recap(self, history: Sequence[Exchange]) -> str:
+        return recap(history)

@@ -164,3 +164,54 @@ async def test_failing_provider_reports_error_and_session_goes_on():
         events += await drain(outbox, ev.ResponseDone)
     assert any(isinstance(e, ev.Error) and e.code == "internal" for e in events)
     assert events[-1].text == "Fine."
+
+
+async def test_end_stops_the_reply_and_returns_the_models_recap_of_what_was_heard():
+    class TerseLLM(ScriptedLLM):
+        def recap(self, history):
+            super().recap(history)
+            return f"{len(history)} exchanges"
+
+    store = DictStore()
+    llm = TerseLLM("One two three four. Five six seven eight.", gap=0.05)
+    session, outbox = make_session(llm=llm, store=store, tts=False)
+    async with session:
+        session.submit_text("photosynthesis please")
+        await drain(outbox, ev.ResponseDelta)
+        summary = await session.end()
+        assert any(isinstance(e, ev.Interrupted) for e in await drain(outbox, ev.Interrupted))
+    assert summary == "1 exchanges"
+    assert [(x.user, x.agent) for x in llm.recapped[0]] == [
+        ("photosynthesis please", store.data["s1"][0].agent)
+    ]
+    assert store.data["s1"][0].agent.startswith("One")
+
+
+async def test_leaving_mid_reply_records_what_was_heard_and_cancels_everything():
+    before = asyncio.all_tasks()
+    store, sink = DictStore(), ListSink()
+    llm = ScriptedLLM("One two three four. Five six seven eight. Nine ten eleven twelve.", gap=0.1)
+    session, outbox = make_session(llm=llm, store=store, sink=sink, audio_lead_s=0.1)
+    async with session:
+        session.submit_text("tell me")
+        await drain(outbox, ev.AudioStart)
+        await asyncio.sleep(0.5)  # about half of the first one-second sentence plays
+    assert asyncio.all_tasks() - before == set()
+    assert llm.cancelled == 1
+    assert sink.captures[0].metadata["interrupted"] is True
+    heard = store.data["s1"][0].agent.split()
+    assert heard and heard[0] == "One" and len(heard) < 4
+    assert session.turns == 1
+
+
+async def test_the_transports_exception_leaves_the_session_unchanged_and_cleaned_up():
+    before = asyncio.all_tasks()
+    stt = ScriptedSTT([])
+    session, outbox = make_session(stt=stt, llm=ScriptedLLM("word " * 200, gap=0.01))
+    with pytest.raises(ConnectionResetError):
+        async with session:
+            session.submit_text("go on")
+            await drain(outbox, ev.ResponseDelta)
+            raise ConnectionResetError("client gone")
+    assert asyncio.all_tasks() - before == set()
+    assert stt.streams[0].closed

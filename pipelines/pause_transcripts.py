@@ -1,0 +1,43 @@
+"""Early transcripts of the caller's pauses, for speculative replies.
+
+A recogniser that can transcribe the utterance so far (Whisper's `speculate`) is asked
+once per pause, as soon as the pause lasts `after_ms`, and the request is called off
+(`unspeculate`) when the caller goes on. The transcript arrives as an interim, on which
+the floor may start a held reply before the turn has ended. A recogniser without
+`speculate` streams its interims anyway: for it this does nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+
+class PauseTranscripts:
+    __slots__ = ("_after_ms", "_asked", "_speculate", "_unspeculate")
+
+    def __init__(self, stream: object, after_ms: float) -> None:
+        self._speculate: Callable[[], None] | None = getattr(stream, "speculate", None)
+        self._unspeculate: Callable[[], None] | None = getattr(stream, "unspeculate", None)
+        self._after_ms = after_ms
+        self._asked = False
+
+    @property
+    def supported(self) -> bool:
+        return self._speculate is not None
+
+    def frame(self, silence_ms: float) -> None:
+        """One speech frame of the utterance, `silence_ms` into a pause (0: voiced)."""
+        if self._speculate is None:
+            return
+        if silence_ms >= self._after_ms:
+            if not self._asked:
+                self._asked = True
+                self._speculate()
+        elif self._asked and silence_ms == 0:
+            self._asked = False
+            if self._unspeculate is not None:
+                self._unspeculate()
+
+    def reset(self) -> None:
+        """A new utterance, or the end of one: no pause is being transcribed."""
+        self._asked = False

@@ -1,0 +1,62 @@
+"""What each finished turn leaves behind: the exchange in the session context (or, if the
+store fails, at least a capture) and its stage timings for the observer.
+
+Kept apart from the replies that produce the turns, so that remembering a turn has one
+path whether the reply finished, was interrupted, or was cut off by a hang-up.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from pipelines.conversation import record_exchange
+from pipelines.ports import Capture, CaptureSink, SessionObserver, SessionStore
+
+log = logging.getLogger(__name__)
+
+
+class TurnRecords:
+    def __init__(
+        self,
+        session_id: str,
+        store: SessionStore,
+        captures: CaptureSink,
+        observer: SessionObserver,
+    ) -> None:
+        self._session_id = session_id
+        self._store = store
+        self._captures = captures
+        self._observer = observer
+        #: Exchanges recorded so far (finished or interrupted).
+        self.count = 0
+        #: Seconds from the end of speech to each stage of the last completed turn.
+        self.last_stages: dict[str, float] = {}
+
+    async def record(
+        self, turn_id: int, user: str, agent: str, *, interrupted: bool, mode: str
+    ) -> None:
+        """Remember the exchange (`agent` is what the listener heard of the reply)."""
+        self.count += 1
+        meta = {"mode": mode, "turn_id": turn_id, "interrupted": interrupted}
+        try:
+            await record_exchange(self._store, self._captures, self._session_id, user, agent, meta)
+        except Exception:
+            log.exception("session store append failed", extra={"session_id": self._session_id})
+            self._captures.submit(Capture(self._session_id, user, agent, time.time(), meta))
+
+    def report(self, marks: dict[str, float], mode: str) -> None:
+        """Stage latencies of a completed reply, from its clock marks (`speech_end` = 0)."""
+        end = marks["speech_end"]
+        stages = {k: v - end for k, v in marks.items() if k != "speech_end" and k != "tts_request"}
+        if "tts_request" in marks and "first_audio" in marks:
+            stages["tts_first_audio"] = marks["first_audio"] - marks["tts_request"]
+        self.last_stages = stages
+        log.info(
+            "turn stages",
+            extra={
+                "session_id": self._session_id,
+                **{k: round(v * 1000) for k, v in stages.items()},
+            },
+        )
+        self._observer.turn_completed(stages, mode)
