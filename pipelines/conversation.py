@@ -17,11 +17,14 @@ async def record_exchange(
     user_text: str,
     agent_text: str,
     metadata: dict[str, Any],
+    learner_id: str,
 ) -> float:
     """Remember the exchange in the session context and queue its capture."""
     now = time.time()
     await store.append_exchange(session_id, Exchange(user_text, agent_text, now))
-    captures.submit(Capture(session_id, user_text, agent_text, now, metadata))
+    captures.submit(
+        Capture(session_id, user_text, agent_text, now, metadata, learner_id=learner_id)
+    )
     return now
 
 
@@ -31,9 +34,11 @@ async def text_turn(
     captures: CaptureSink,
     session_id: str,
     user_text: str,
+    learner_id: str,
 ) -> tuple[str, float]:
     history = await store.get_context(session_id)
     parts = [delta async for delta in llm.stream(user_text, history)]
     agent_text = "".join(parts).strip()
-    ts = await record_exchange(store, captures, session_id, user_text, agent_text, {"mode": "text"})
+    meta = {"mode": "text"}
+    ts = await record_exchange(store, captures, session_id, user_text, agent_text, meta, learner_id)
     return agent_text, ts

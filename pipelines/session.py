@@ -54,6 +54,7 @@ class Session:
         config: SessionConfig | None = None,
         observer: SessionObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
+        learner_id: str = "",
     ) -> None:
         self.id = session_id
         self.outbox = outbox
@@ -63,7 +64,9 @@ class Session:
         self._store = store
         self._clock = clock
         self._tasks = TaskScope(session_id, outbox)
-        self._records = TurnRecords(session_id, store, captures, observer or NullObserver())
+        self._records = TurnRecords(
+            session_id, store, captures, observer or NullObserver(), learner_id
+        )
         self._floor = Floor()
         self._replies = Replies(
             session_id,
@@ -97,6 +100,16 @@ class Session:
     @property
     def last_turn_stages(self) -> dict[str, float]:
         return self._records.last_stages
+
+    @property
+    def learner_id(self) -> str:
+        """Whose conversation this is; every capture it writes carries it."""
+        return self._records.learner_id
+
+    @learner_id.setter
+    def learner_id(self, value: str) -> None:
+        """Set once the learner is known (a credential in the client's first message)."""
+        self._records.learner_id = value
 
     # ----------------------------------------------------------------- life cycle
     async def __aenter__(self) -> Session:

@@ -23,8 +23,11 @@ class TurnRecords:
         store: SessionStore,
         captures: CaptureSink,
         observer: SessionObserver,
+        learner_id: str = "",
     ) -> None:
         self._session_id = session_id
+        #: Whose words these are: every capture carries it (ownership, deletion).
+        self.learner_id = learner_id
         self._store = store
         self._captures = captures
         self._observer = observer
@@ -40,10 +43,15 @@ class TurnRecords:
         self.count += 1
         meta = {"mode": mode, "turn_id": turn_id, "interrupted": interrupted}
         try:
-            await record_exchange(self._store, self._captures, self._session_id, user, agent, meta)
+            await record_exchange(
+                self._store, self._captures, self._session_id, user, agent, meta, self.learner_id
+            )
         except Exception:
             log.exception("session store append failed", extra={"session_id": self._session_id})
-            self._captures.submit(Capture(self._session_id, user, agent, time.time(), meta))
+            capture = Capture(
+                self._session_id, user, agent, time.time(), meta, learner_id=self.learner_id
+            )
+            self._captures.submit(capture)
 
     def report(self, marks: dict[str, float], mode: str) -> None:
         """Stage latencies of a completed reply, from its clock marks (`speech_end` = 0)."""

@@ -9,6 +9,7 @@ from aiohttp import web
 if TYPE_CHECKING:
     from admin.hub import AdminHub
     from server.engine import Engine
+    from server.erasure import Erasure
     from server.identity.learners import Identity
     from server.settings import Settings
     from server.storage.factory import Storage
@@ -22,3 +23,5 @@ ENGINE: web.AppKey[Engine] = web.AppKey("engine")
 ADMIN: web.AppKey[AdminHub] = web.AppKey("admin")
 #: Learner credentials: issue, verify, forget (see server/identity/).
 IDENTITY: web.AppKey[Identity] = web.AppKey("identity")
+#: Deleting sessions and learners everywhere their words live (see server/erasure.py).
+ERASURE: web.AppKey[Erasure] = web.AppKey("erasure")

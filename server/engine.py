@@ -20,7 +20,7 @@ from pipelines.ports import CaptureSink, NullObserver, SessionObserver, SessionS
 from pipelines.registry import Providers, ProviderSettings, build_providers
 from pipelines.session import Session, SessionConfig
 from pipelines.turns import TurnConfig
-from server.lifecycle import Gate, Lifecycle, SessionWatcher
+from server.lifecycle import Authority, Gate, Lifecycle, SessionWatcher
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,7 @@ class Engine:
         *,
         gate: Gate | None = None,
         watcher: SessionWatcher | None = None,
+        authority: Authority | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -66,7 +67,9 @@ class Engine:
         self.providers = providers or build_providers(
             provider_settings(settings), self.executor, self.observer
         )
-        self.lifecycle = Lifecycle(self.new_session, settings.max_sessions, gate, watcher)
+        self.lifecycle = Lifecycle(
+            self.new_session, settings.max_sessions, gate, watcher, authority
+        )
         self.ready = asyncio.Event()
         self._warm: asyncio.Task[None] | None = None
 
@@ -117,7 +120,9 @@ class Engine:
         overrides.setdefault("echo_gate_dbfs", s.echo_gate_dbfs)
         return SessionConfig(endpointer=endpointer, turns=turns, **overrides)
 
-    def new_session(self, session_id: str, outbox: Outbox, overrides: dict[str, Any]) -> Session:
+    def new_session(
+        self, session_id: str, outbox: Outbox, overrides: dict[str, Any], learner_id: str
+    ) -> Session:
         """A Session with the server's defaults and `overrides` (SessionConfig fields)."""
         p = self.providers
         return Session(
@@ -130,4 +135,5 @@ class Engine:
             outbox=outbox,
             config=self.session_config(**overrides),
             observer=self.observer,
+            learner_id=learner_id,
         )

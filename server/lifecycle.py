@@ -18,12 +18,22 @@ from typing import Any, Protocol
 from pipelines.outbox import Outbox, OutboxOverflow
 from pipelines.session import Session
 from server.liveness import CLOSE_NOT_READING, watch
-from server.transports.base import CLOSE_GOING_AWAY, CLOSE_OK, Refusal, Transport
+from server.transports.base import (
+    CLOSE_GOING_AWAY,
+    CLOSE_OK,
+    Admission,
+    Opening,
+    Refusal,
+    Refused,
+    Transport,
+)
 
 log = logging.getLogger(__name__)
 
-#: Builds a Session for an id, its outbox and `SessionConfig` overrides (the Engine does).
-SessionFactory = Callable[[str, Outbox, dict[str, Any]], Session]
+#: Builds a Session for an id, its outbox, `SessionConfig` overrides and its learner.
+SessionFactory = Callable[[str, Outbox, dict[str, Any], str], Session]
+#: The learner of a session whose credential is still to come (`Opening.late_credential`).
+PENDING_LEARNER = ""
 
 
 class Gate(Protocol):
@@ -40,6 +50,22 @@ class SessionWatcher(Protocol):
     def session_opened(self) -> None: ...
 
     def session_closed(self) -> None: ...
+
+
+class Authority(Protocol):
+    """Who is asking, and may they have this session (server/identity/ implements it)."""
+
+    async def admit(self, session_id: str, credential: str | None, caller: str | None) -> Admission:
+        """The learner, with the session claimed for them; raises `Refused` (a bad
+        credential, another learner's session, storage down)."""
+        ...
+
+
+class OneLearner:
+    """Every session belongs to one local learner: for tools and tests without identity."""
+
+    async def admit(self, session_id: str, credential: str | None, caller: str | None) -> Admission:
+        return Admission("local")
 
 
 class OpenGate:
@@ -62,14 +88,17 @@ class Lifecycle:
         max_sessions: int,
         gate: Gate | None = None,
         watcher: SessionWatcher | None = None,
+        authority: Authority | None = None,
     ) -> None:
         self._new_session = new_session
+        self._authority: Authority = authority or OneLearner()
         self.max_sessions = max_sessions
         self._gate: Gate = gate or OpenGate()
         self._watcher: SessionWatcher = watcher or Unwatched()
         self.sessions: set[Session] = set()
-        #: Live transports, closed with 1001 on shutdown.
-        self.transports: set[Transport] = set()
+        #: Live transports and their session ids (closed with 1001 on shutdown).
+        self.transports: dict[Transport, str] = {}
+        self._ended = asyncio.Condition()
 
     @property
     def full(self) -> bool:
@@ -83,10 +112,13 @@ class Lifecycle:
 
     @contextlib.asynccontextmanager
     async def open_session(
-        self, session_id: str, config: dict[str, Any] | None = None
+        self,
+        session_id: str,
+        config: dict[str, Any] | None = None,
+        learner_id: str = PENDING_LEARNER,
     ) -> AsyncIterator[Session]:
         """A live Session (its tasks run until the block ends), counted while it lives."""
-        session = self._new_session(session_id, Outbox(), config or {})
+        session = self._new_session(session_id, Outbox(), config or {}, learner_id)
         self.sessions.add(session)
         self._watcher.session_opened()
         try:
@@ -95,39 +127,66 @@ class Lifecycle:
         finally:
             self.sessions.discard(session)
             self._watcher.session_closed()
+            async with self._ended:
+                self._ended.notify_all()
 
     async def serve(self, transport: Transport) -> None:
         """Run one connection from handshake to close. Never raises for what a peer does."""
         opening = await transport.accept()
         if opening is None:
             return
-        refusal = self.refusal()
-        if refusal is not None:
-            log.warning("session refused: %s", refusal.reason, extra={"transport": transport.kind})
-            await transport.refuse(refusal)
+        admission = await self._admit(opening)
+        if isinstance(admission, Refusal):
+            log.warning(
+                "session refused: %s", admission.reason, extra={"transport": transport.kind}
+            )
+            await transport.refuse(admission)
             return
-        self.transports.add(transport)
+        learner_id = PENDING_LEARNER if admission is None else admission.learner_id
+        self.transports[transport] = opening.session_id
         try:
-            async with self.open_session(opening.session_id, opening.config) as session:
-                await self._converse(transport, session)
+            async with self.open_session(opening.session_id, opening.config, learner_id) as session:
+                await self._converse(transport, session, admission)
         except* (ConnectionError, RuntimeError) as group:  # the peer went away mid-send
             log.info("connection lost: %r", group.exceptions[0])
         except* Exception:
             log.exception("session failed", extra={"session_id": opening.session_id})
         finally:
-            self.transports.discard(transport)
+            self.transports.pop(transport, None)
             if not transport.closed:
                 with contextlib.suppress(ConnectionError, RuntimeError):
                     await transport.close(CLOSE_OK, "")
 
-    async def _converse(self, transport: Transport, session: Session) -> None:
+    async def _admit(self, opening: Opening) -> Admission | Refusal | None:
+        """The gate, capacity, then who is asking (None: a late credential, settled by the
+        transport's `bind` on the first message)."""
+        refusal = self.refusal()
+        if refusal is not None:
+            return refusal
+        if opening.late_credential:
+            return None
+        try:
+            return await self._authority.admit(
+                opening.session_id, opening.credential, opening.caller
+            )
+        except Refused as exc:
+            return exc.refusal
+
+    async def _converse(
+        self, transport: Transport, session: Session, admission: Admission | None
+    ) -> None:
+        async def bind(credential: str | None) -> Admission:
+            settled = await self._authority.admit(session.id, credential, None)
+            session.learner_id = settled.learner_id
+            return settled
+
         async with asyncio.TaskGroup() as tasks:
             sender = tasks.create_task(_send_loop(transport, session.outbox, session.id))
             watchdog = tasks.create_task(
                 watch(transport, transport.traffic, session.outbox, session.id, transport.liveness)
             )
             try:
-                await transport.opened(session)
+                await transport.opened(session, admission, bind)
                 await transport.receive(session)
             finally:
                 sender.cancel()
@@ -135,9 +194,24 @@ class Lifecycle:
 
     async def close_all(self) -> None:
         """Shutdown: close every connection (1001) so each session records what it has."""
-        for transport in list(self.transports):
-            with contextlib.suppress(ConnectionError, RuntimeError):
-                await transport.close(CLOSE_GOING_AWAY, "server shutting down")
+        await self.end_sessions(
+            set(self.transports.values()), CLOSE_GOING_AWAY, "server shutting down"
+        )
+
+    async def end_sessions(
+        self, session_ids: set[str], code: int, reason: str, wait_s: float = 5.0
+    ) -> None:
+        """Close the live connections of these sessions (e.g. the learner deleted them) and
+        wait, at most `wait_s`, until each session has recorded what it had and ended."""
+        for transport, session_id in list(self.transports.items()):
+            if session_id in session_ids:
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    await transport.close(code, reason)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait_s), self._ended:
+                await self._ended.wait_for(
+                    lambda: not any(s.id in session_ids for s in self.sessions)
+                )
 
 
 async def _send_loop(transport: Transport, outbox: Outbox, session_id: str) -> None:

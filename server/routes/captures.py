@@ -1,7 +1,9 @@
 """Search, stats, a session's history and its export: the captures HTTP API.
 
 Handlers only validate, call storage (`app[STORAGE]`) and serialise. A storage failure is
-a 503 JSON error (the database is down, not the request wrong); bad input is a 400.
+a 503 JSON error (the database is down, not the request wrong); bad input is a 400. Search,
+history and export answer for the caller's learner only (docs/security.md); stats are
+counts, with no content.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import asyncio
 import logging
 import math
 from collections.abc import Awaitable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -17,6 +20,8 @@ from aiohttp import web
 
 from server.appkeys import STORAGE
 from server.http_errors import ApiError, read_json_object
+from server.identity.http import learner_of
+from server.identity.learners import Learner
 from server.storage.base import SearchQuery, StoredCapture
 from server.validation import valid_session_id
 
@@ -39,7 +44,7 @@ def _bad(code: str, message: str) -> ApiError:
     return ApiError(400, code, message)
 
 
-def _int_field(value: object, name: str, lo: int, hi: int) -> int:
+def int_field(value: object, name: str, lo: int, hi: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         # int() itself decides: str.isdigit() also accepts "²", which int() rejects.
         try:
@@ -76,14 +81,14 @@ def _time_field(value: object, name: str) -> float | None:
     raise _bad(f"invalid_{name}", f"`{name}` must be epoch seconds or an ISO-8601 time")
 
 
-def _session_id(request: web.Request) -> str:
+def session_id_param(request: web.Request) -> str:
     session_id = request.match_info["session_id"]
     if not valid_session_id(session_id):
         raise _bad("invalid_session_id", "session id must match [A-Za-z0-9_-]{1,64}")
     return session_id
 
 
-async def _storage_call(aw: Awaitable[T], what: str) -> T:
+async def storage_call(aw: Awaitable[T], what: str) -> T:
     """Await a storage call with a timeout; failures become a 503, not a 500."""
     try:
         async with asyncio.timeout(STORAGE_TIMEOUT):
@@ -103,7 +108,7 @@ def parse_search(body: dict[str, Any]) -> SearchQuery:
         raise _bad("invalid_query", "`query` must be a non-empty string")
     if len(query) > MAX_QUERY_CHARS:
         raise _bad("query_too_long", f"`query` is limited to {MAX_QUERY_CHARS} characters")
-    limit = _int_field(body.get("limit", 10), "limit", 1, MAX_LIMIT)
+    limit = int_field(body.get("limit", 10), "limit", 1, MAX_LIMIT)
     session_id = body.get("session_id")
     if session_id is not None and not valid_session_id(session_id):
         raise _bad("invalid_session_id", "`session_id` must match [A-Za-z0-9_-]{1,64}")
@@ -114,10 +119,23 @@ def parse_search(body: dict[str, Any]) -> SearchQuery:
     return SearchQuery(query.strip(), limit, session_id, since, until)
 
 
+async def owned_session(request: web.Request, learner: Learner, session_id: str) -> None:
+    """404 unless `session_id` belongs to the caller (another's is as if it did not exist)."""
+    owner = await storage_call(
+        request.app[STORAGE].captures.session_owner(session_id), "capture store"
+    )
+    if owner != learner.id:
+        raise ApiError(404, "session_not_found", "no such session")
+
+
 @routes.post("/api/search")
 async def search(request: web.Request) -> web.Response:
-    query = parse_search(await read_json_object(request))
-    hits = await _storage_call(request.app[STORAGE].captures.search(query), "search")
+    body = await read_json_object(request)
+    learner = await learner_of(request)
+    query = replace(parse_search(body), learner_id=learner.id)
+    if query.session_id is not None:
+        await owned_session(request, learner, query.session_id)
+    hits = await storage_call(request.app[STORAGE].captures.search(query), "search")
     results = [
         {
             "id": h.id,
@@ -136,8 +154,8 @@ async def search(request: web.Request) -> web.Response:
 @routes.get("/api/stats")
 async def stats(request: web.Request) -> web.Response:
     storage = request.app[STORAGE]
-    totals = await _storage_call(storage.captures.stats(), "capture store")
-    active = await _storage_call(storage.sessions.count_active(), "session store")
+    totals = await storage_call(storage.captures.stats(), "capture store")
+    active = await storage_call(storage.sessions.count_active(), "session store")
     return web.json_response(
         {
             "total_captures": totals.total_captures,
@@ -149,7 +167,7 @@ async def stats(request: web.Request) -> web.Response:
     )
 
 
-def _capture_json(c: StoredCapture) -> dict[str, Any]:
+def capture_json(c: StoredCapture) -> dict[str, Any]:
     return {
         "id": c.id,
         "timestamp": iso(c.timestamp),
@@ -161,15 +179,16 @@ def _capture_json(c: StoredCapture) -> dict[str, Any]:
 
 @routes.get("/api/sessions/{session_id}/history")
 async def history(request: web.Request) -> web.Response:
-    session_id = _session_id(request)
-    limit = _int_field(request.query.get("limit", HISTORY_DEFAULT), "limit", 1, HISTORY_MAX)
-    captures = await _storage_call(
+    session_id = session_id_param(request)
+    await owned_session(request, await learner_of(request), session_id)
+    limit = int_field(request.query.get("limit", HISTORY_DEFAULT), "limit", 1, HISTORY_MAX)
+    captures = await storage_call(
         request.app[STORAGE].captures.history(session_id, limit), "capture store"
     )
     return web.json_response(
         {
             "session_id": session_id,
-            "captures": [_capture_json(c) for c in captures],
+            "captures": [capture_json(c) for c in captures],
             "count": len(captures),
         }
     )
@@ -177,11 +196,12 @@ async def history(request: web.Request) -> web.Response:
 
 @routes.get("/api/sessions/{session_id}/export")
 async def export(request: web.Request) -> web.Response:
-    session_id = _session_id(request)
+    session_id = session_id_param(request)
+    await owned_session(request, await learner_of(request), session_id)
     fmt = request.query.get("format", "json")
     if fmt not in ("json", "markdown"):
         raise _bad("invalid_format", "`format` must be json or markdown")
-    captures = await _storage_call(
+    captures = await storage_call(
         request.app[STORAGE].captures.history(session_id, EXPORT_MAX), "capture store"
     )
     if not captures:
@@ -197,7 +217,7 @@ async def export(request: web.Request) -> web.Response:
     body = {
         "session_id": session_id,
         "exported_at": iso(datetime.now(UTC).timestamp()),
-        "captures": [_capture_json(c) for c in captures],
+        "captures": [capture_json(c) for c in captures],
         "count": len(captures),
     }
     return web.json_response(body, headers={"Content-Disposition": disposition})

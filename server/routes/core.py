@@ -13,6 +13,8 @@ from pipelines.conversation import text_turn
 from server import __version__
 from server.appkeys import ENGINE, STORAGE
 from server.http_errors import ApiError, read_json_object
+from server.identity.http import learner_of
+from server.routes.captures import storage_call
 from server.validation import MAX_TEXT_CHARS, valid_session_id
 
 routes = web.RouteTableDef()
@@ -24,13 +26,32 @@ SERVICE = "learning-voice-agent"
 REPLY_TIMEOUT_S = 30.0
 
 
+#: The web client loads only its own files and talks only to its own origin; no page may
+#: frame it (clickjacking the talk button), no plugin, no inline script.
+PAGE_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; media-src 'self' blob:; worker-src 'self'; object-src 'none'; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+
+
 @routes.get("/")
 async def root(request: web.Request) -> web.StreamResponse:
     """Browsers get the app; everything else (curl, load balancers) gets health JSON."""
     index = STATIC_DIR / "index.html"
     if "text/html" in request.headers.get("Accept", "") and index.exists():
-        return web.FileResponse(index, headers={"Cache-Control": "no-cache"})
-    return web.json_response({"status": "healthy", "service": SERVICE, "version": __version__})
+        headers = {
+            "Cache-Control": "no-cache",
+            "Content-Security-Policy": PAGE_CSP,
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer",
+            "Vary": "Accept",
+        }
+        return web.FileResponse(index, headers=headers)
+    return web.json_response(
+        {"status": "healthy", "service": SERVICE, "version": __version__},
+        headers={"Vary": "Accept"},
+    )
 
 
 @routes.get("/health/ready")
@@ -54,23 +75,35 @@ async def conversation(request: web.Request) -> web.Response:
         session_id = uuid.uuid4().hex
     elif not valid_session_id(session_id):
         raise ApiError(400, "invalid_session_id", "`session_id` must match [A-Za-z0-9_-]{1,64}")
+    learner = await learner_of(request, create=True)
     engine = request.app[ENGINE]
     storage = request.app[STORAGE]
+    owner = await storage_call(
+        storage.captures.claim_session(session_id, learner.id), "capture store"
+    )
+    if owner != learner.id:
+        raise ApiError(404, "session_not_found", "no such session")
     user_text = text.strip()
     try:
         async with asyncio.timeout(REPLY_TIMEOUT_S):
             agent_text, ts = await text_turn(
-                engine.providers.llm, storage.sessions, storage.writer, session_id, user_text
+                engine.providers.llm,
+                storage.sessions,
+                storage.writer,
+                session_id,
+                user_text,
+                learner.id,
             )
     except TimeoutError:
         raise ApiError(
             504, "reply_timeout", f"no reply within {REPLY_TIMEOUT_S:.0f} s; try again"
         ) from None
-    return web.json_response(
-        {
-            "session_id": session_id,
-            "user_text": user_text,
-            "agent_text": agent_text,
-            "timestamp": datetime.fromtimestamp(ts, UTC).isoformat(),
-        }
-    )
+    answer = {
+        "session_id": session_id,
+        "user_text": user_text,
+        "agent_text": agent_text,
+        "timestamp": datetime.fromtimestamp(ts, UTC).isoformat(),
+    }
+    if learner.issued_token:  # a new learner: the client presents this to continue
+        answer["learner_token"] = learner.issued_token
+    return web.json_response(answer)

@@ -137,6 +137,12 @@ class RedisSessionStore:
         except RedisError as exc:
             self._failed("touch", exc)
 
+    async def delete(self, session_id: str) -> None:
+        """Forget the session's context on every instance (the learner deleted it). Unlike
+        the calls on the voice path, a failure here is raised: a deletion must not be
+        reported done when it was not."""
+        await self._redis.delete(self.meta_key(session_id), self.context_key(session_id))
+
     # --- SessionAdmin ----------------------------------------------------------------
     async def count_active(self) -> int:
         """Sessions with a live meta hash, counted by SCAN (never KEYS)."""

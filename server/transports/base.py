@@ -5,9 +5,9 @@ wire format (admission, the session, liveness, the send loop, the tasks and thei
 belongs to `server.lifecycle.Lifecycle`, which drives every transport the same way:
 
     opening = await transport.accept()        # handshake; None = nothing to serve
-    refused? -> await transport.refuse(refusal)
+    refused? -> await transport.refuse(refusal)   # maintenance, full, who is asking
     async with session:                       # the lifecycle's TaskGroup runs:
-        await transport.opened(session)       #   greet the peer
+        await transport.opened(session, ...)  #   greet the peer
         await transport.receive(session)      #   until the peer is done
         ... transport.send(event) for each outbox event (the lifecycle's sender task)
     await transport.close(...)
@@ -17,6 +17,7 @@ A new transport is one file implementing `Transport`.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -28,6 +29,8 @@ from server.liveness import LivenessConfig, Traffic
 CLOSE_OK = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_INVALID_SESSION = 4400
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_NOT_FOUND = 4404
 CLOSE_UNAVAILABLE = 4503
 
 
@@ -38,14 +41,43 @@ class Opening:
     session_id: str
     #: `SessionConfig` fields that differ from the server's defaults (e.g. 8 kHz audio).
     config: dict[str, Any] = field(default_factory=dict)
+    #: The learner's bearer credential, if the handshake carried one.
+    credential: str | None = None
+    #: The caller's phone number (phone transports): the learner is derived from it.
+    caller: str | None = None
+    #: No credential yet, but the peer may still present one in its first message: the
+    #: learner is settled then (`Bind`), before any of its input is processed.
+    late_credential: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    """Why a new session is not admitted; the transport tells its peer in its own way."""
+    """Why a session is not admitted; the transport tells its peer in its own way."""
 
-    reason: str  # "maintenance" or "server full"
+    reason: str  # "maintenance", "server full", "session not found", ...
     code: int = CLOSE_UNAVAILABLE
+    #: The machine-readable error code (protocol v1's `error.code`).
+    error: str = "unavailable"
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """Who the session's learner is."""
+
+    learner_id: str
+    #: A credential issued just now (a new anonymous learner) that the peer must keep.
+    issued_token: str | None = None
+
+
+class Refused(Exception):
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.reason)
+        self.refusal = refusal
+
+
+#: Settles a late credential: the token from the peer's first message (or None for a new
+#: anonymous learner) -> the admission, or `Refused`.
+Bind = Callable[[str | None], Awaitable[Admission]]
 
 
 class Transport(Protocol):
@@ -68,8 +100,10 @@ class Transport(Protocol):
         """Tell the peer it is not admitted, and close."""
         ...
 
-    async def opened(self, session: Session) -> None:
-        """The session is live: greet the peer (e.g. protocol v1's `ready`)."""
+    async def opened(self, session: Session, admission: Admission | None, bind: Bind) -> None:
+        """The session is live: greet the peer (e.g. protocol v1's `ready`). `admission`
+        is None when the opening asked for a late credential: call `bind` with it (or with
+        None) on the peer's first message, before acting on that message."""
         ...
 
     async def receive(self, session: Session) -> None:

@@ -15,15 +15,23 @@ import logging
 from dataclasses import replace
 from typing import Any
 
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 
 from audio.resample import SUPPORTED_RATES
 from pipelines.events import AudioFrame, Event
 from pipelines.session import MODES, Session, SessionConfig, SessionInputError
 from server.appkeys import ENGINE
-from server.liveness import LivenessConfig, Traffic
+from server.liveness import LivenessConfig
 from server.transports import direct
-from server.transports.base import CLOSE_INVALID_SESSION, Opening, Refusal
+from server.transports.base import (
+    CLOSE_INVALID_SESSION,
+    CLOSE_UNAVAILABLE,
+    Admission,
+    Bind,
+    Opening,
+    Refusal,
+    Refused,
+)
 from server.transports.websocket import WebSocketPeer
 from server.validation import MAX_AUDIO_FRAME_BYTES, MAX_TEXT_CHARS, valid_session_id
 
@@ -55,21 +63,36 @@ class BrowserTransport(WebSocketPeer):
     def __init__(self, request: web.Request, ws: web.WebSocketResponse, session_id: str) -> None:
         super().__init__(request, ws, LIVENESS)
         self.session_id = session_id
+        self._bind: Bind | None = None
+        #: A learner token issued for this connection, handed over in the next `ready`.
+        self._issued: str | None = None
 
     async def accept(self) -> Opening | None:
         if not valid_session_id(self.session_id):
             await self.close(CLOSE_INVALID_SESSION, "invalid session id")
             return None
-        return Opening(self.session_id)
+        token = self.request.query.get("token")
+        return Opening(self.session_id, credential=token, late_credential=token is None)
 
     async def refuse(self, refusal: Refusal) -> None:
-        await self.ws.send_str(
-            _error("unavailable", f"not accepting new sessions: {refusal.reason}")
-        )
+        message = refusal.reason
+        if refusal.code == CLOSE_UNAVAILABLE:
+            message = f"not accepting new sessions: {refusal.reason}"
+        await self.ws.send_str(_error(refusal.error, message))
         await self.close(refusal.code, refusal.reason)
 
-    async def opened(self, session: Session) -> None:
-        await self.ws.send_str(json.dumps(_ready(session)))
+    async def opened(self, session: Session, admission: Admission | None, bind: Bind) -> None:
+        if admission is None:
+            self._bind = bind
+        else:
+            self._issued = admission.issued_token
+        await self.ws.send_str(json.dumps(self.ready(session)))
+
+    def ready(self, session: Session) -> dict[str, Any]:
+        message = _ready(session)
+        if self._issued:
+            message["learner_token"], self._issued = self._issued, None
+        return message
 
     async def send(self, event: Event) -> None:
         if type(event) is AudioFrame:
@@ -78,7 +101,53 @@ class BrowserTransport(WebSocketPeer):
             await self.ws.send_str(json.dumps(event.to_dict()))
 
     async def receive(self, session: Session) -> None:
-        await _receive_loop(self.ws, session, self.traffic)
+        first = None
+        if self._bind is not None:
+            first = await self._settle_learner()
+            if first is None:
+                return
+        await _receive_loop(self, session, first)
+
+    async def _settle_learner(self) -> WSMessage | None:
+        """No `?token=`: the first message settles who is asking, before it is acted on (a
+        `start` may carry `token`; anything else makes a new anonymous learner). Returns
+        that message, or None if the peer left or was refused."""
+        assert self._bind is not None
+        msg = await self.ws.receive()
+        self.traffic.rx += 1
+        if msg.type in _CLOSING or msg.type is WSMsgType.ERROR:
+            return None
+        token = _start_token(msg)
+        try:
+            admission = await self._bind(token)
+        except Refused as exc:
+            await self.refuse(exc.refusal)
+            return None
+        self._bind = None
+        self._issued = admission.issued_token
+        if self._issued and not _is_start(msg):
+            credential = {"type": "credential", "learner_token": self._issued}
+            self._issued = None
+            await self.ws.send_str(json.dumps(credential))
+        return msg
+
+
+def _start_token(msg: WSMessage) -> str | None:
+    """The `token` of a `start` message (anything unusable is a bad credential: "")."""
+    if msg.type is not WSMsgType.TEXT:
+        return None
+    try:
+        message = json.loads(msg.data)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(message, dict) or message.get("type") != "start" or "token" not in message:
+        return None
+    token = message["token"]
+    return token if isinstance(token, str) else ""
+
+
+def _is_start(msg: WSMessage) -> bool:
+    return msg.type is WSMsgType.TEXT and '"start"' in msg.data
 
 
 def _ready(session: Session) -> dict[str, Any]:
@@ -94,10 +163,14 @@ def _ready(session: Session) -> dict[str, Any]:
     }
 
 
-async def _receive_loop(ws: web.WebSocketResponse, session: Session, traffic: Traffic) -> None:
+async def _receive_loop(
+    transport: BrowserTransport, session: Session, first: WSMessage | None
+) -> None:
     """Hot path: one iteration per 20 ms audio frame of every session. Plain `receive()`
     (no `async for` wrapper), locals for everything looked up per frame, no allocation of
-    our own before `feed_audio`."""
+    our own before `feed_audio`. `first`: a message already received, handled first."""
+    ws = transport.ws
+    traffic = transport.traffic
     receive = ws.receive
     feed_audio = session.feed_audio
     binary = WSMsgType.BINARY
@@ -116,14 +189,18 @@ async def _receive_loop(ws: web.WebSocketResponse, session: Session, traffic: Tr
             return True
 
         shortcut.sink = sink
+    pending = first
     while True:
-        if shortcut is not None:
+        if pending is not None:
+            msg, pending = pending, None
+        elif shortcut is not None:
             shortcut.parked = True
             msg = await receive()
             shortcut.parked = False
+            traffic.rx += 1
         else:
             msg = await receive()
-        traffic.rx += 1
+            traffic.rx += 1
         kind = msg.type
         if kind is binary:
             data: bytes = msg.data
@@ -140,7 +217,7 @@ async def _receive_loop(ws: web.WebSocketResponse, session: Session, traffic: Tr
             pass
         elif kind is WSMsgType.TEXT:
             try:
-                done = await _handle_text(ws, session, msg.data)
+                done = await _handle_text(transport, session, msg.data)
             except SessionInputError as exc:
                 await ws.send_str(_error(exc.code, str(exc)))
                 continue
@@ -154,7 +231,8 @@ async def _receive_loop(ws: web.WebSocketResponse, session: Session, traffic: Tr
             return
 
 
-async def _handle_text(ws: web.WebSocketResponse, session: Session, raw: str) -> bool:
+async def _handle_text(transport: BrowserTransport, session: Session, raw: str) -> bool:
+    ws = transport.ws
     try:
         message = json.loads(raw)
     except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
@@ -166,7 +244,7 @@ async def _handle_text(ws: web.WebSocketResponse, session: Session, raw: str) ->
         await ws.send_str('{"type":"pong"}')
     elif kind == "start":
         session.configure(_start_config(session, message))
-        await ws.send_str(json.dumps(_ready(session)))
+        await ws.send_str(json.dumps(transport.ready(session)))
     elif kind == "talk_start":
         session.talk_start()
     elif kind == "talk_end":
