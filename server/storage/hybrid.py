@@ -79,7 +79,8 @@ class HybridStore:
             prepare = getattr(self.backend, "prepare_vectors", None)
             if prepare is not None:
                 await prepare(self.embedder.name, self.embedder.dim)
-            self._indexer = asyncio.create_task(self._index_loop(), name="capture-indexer")
+            if self.auto_index:
+                self._indexer = asyncio.create_task(self._index_loop(), name="capture-indexer")
 
     async def close(self) -> None:
         if self._indexer is not None:
