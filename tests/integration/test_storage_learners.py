@@ -235,7 +235,9 @@ async def test_delete_session_removes_captures_and_index_entries_for_good(
         texts = {h.user_text for h in await store.search(q)}
         texts |= {h.user_text for h in await store.keyword_only(q)}
         assert not texts & {ROWS[0][2], ROWS[1][2]}
-    assert await meaning(store, SearchQuery("sugar from sunlight", learner_id=A), 10)
+    # The vector index let go of them too (not merely hidden by the fusion step).
+    by_meaning = await meaning(store, SearchQuery("why is marmalade bitter", learner_id=A), 50)
+    assert {cid for cid, _ in by_meaning} == await ids_of(store, A) != set()
     assert await store.history("ann-1", 10) == []
     assert [s.session_id for s in await store.list_sessions(A, 10)] == ["ann-2"]
     assert await store.session_owner("ann-1") == A  # the id stays hers...
@@ -275,6 +277,7 @@ async def test_forget_learner_erases_them_and_refuses_their_captures(
     assert await store.learner_history(A, 100) == []
     assert await store.list_sessions(A, 10) == []
     assert await store.search(SearchQuery("photosynthesis", learner_id=A)) == []
+    assert await meaning(store, SearchQuery("photosynthesis", learner_id=A), 50) == []
     everyone = await store.search(SearchQuery("photosynthesis sugar sunlight leaves"))
     assert everyone and {h.session_id for h in everyone} <= {"bob-1", "bob-2"}
 
@@ -298,6 +301,34 @@ async def test_forget_learner_erases_them_and_refuses_their_captures(
     assert await store.forget_learner(A) == 0
 
 
+async def keep_writing(store: HybridStore, sid: str, learner: str, stop: asyncio.Event) -> None:
+    """Write batches of 50 captures into a session until told to stop."""
+    while not stop.is_set():
+        await store.write_batch(
+            [fresh(sid, "x", "y", time.time(), learner_id=learner) for _ in range(50)]
+        )
+
+
+async def test_batches_in_flight_never_bring_erased_captures_back(store: HybridStore) -> None:
+    """Batches keep landing in a session while it is deleted (or its learner forgotten):
+    afterwards nothing of it is left, whichever commits first."""
+    for round_ in range(20):
+        learner = f"anon_racer{round_}"
+        sid = f"busy-{round_}"
+        await store.claim_session(sid, learner)
+        stop = asyncio.Event()
+        writers = [asyncio.create_task(keep_writing(store, sid, learner, stop)) for _ in range(3)]
+        await asyncio.sleep(0.02)
+        if round_ % 2:
+            await store.forget_learner(learner)
+        else:
+            await store.delete_session(sid)
+        stop.set()
+        await asyncio.gather(*writers)
+        assert await store.history(sid, 10) == [], round_
+        assert await store.learner_history(learner, 10) == [], round_
+
+
 async def test_retention_deletes_old_captures_and_empty_old_sessions(
     store: HybridStore, index_counts: IndexCounts
 ) -> None:
@@ -315,6 +346,7 @@ async def test_retention_deletes_old_captures_and_empty_old_sessions(
     kept = [h.user_text for h in await store.learner_history(B, 10)]
     assert kept == [c.user_text for c in captures[4:]]
     assert await store.search(SearchQuery("why is marmalade bitter", learner_id=A)) == []
+    assert await meaning(store, SearchQuery("marmalade", learner_id=A), 50) == []
     assert await store.delete_older_than(cutoff) == 0
 
 

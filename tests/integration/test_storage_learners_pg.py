@@ -20,6 +20,7 @@ from test_storage_learners import (  # noqa: F401  (the shared tests run here to
     dataset,
     meaning,
     own_found_when_others_are_closer,
+    test_batches_in_flight_never_bring_erased_captures_back,
     test_capture_is_stored_under_its_sessions_owner,
     test_claims_race_to_exactly_one_owner,
     test_delete_session_removes_captures_and_index_entries_for_good,
