@@ -31,6 +31,8 @@ class Capture:
     metadata: dict[str, Any] = field(default_factory=dict)
     # Idempotency key: a capture written twice (journal replay) is stored once.
     capture_id: str = ""
+    # The learner who owns the exchange; empty = whoever owns the session.
+    learner_id: str = ""
 
 
 class SessionStore(Protocol):

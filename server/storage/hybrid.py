@@ -6,9 +6,9 @@ similarity by reciprocal rank fusion (RRF: score = sum of 1 / (60 + rank) over t
 lists), so a capture that matches by meaning but shares no word still ranks.
 
 Embeddings are computed by an indexer task after captures are written (never on the
-voice loop's path), in one worker thread. Results are cached per query; the cache is
-invalidated whenever this process writes captures or vectors, and entries also expire
-after `cache_ttl` seconds so that other instances' writes show up.
+voice loop's path), in one worker thread. Results are cached per query and learner; the cache is
+invalidated whenever this process writes or deletes captures or writes vectors, and
+entries also expire after `cache_ttl` seconds so that other instances' changes show up.
 """
 
 from __future__ import annotations
@@ -24,7 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from server.storage.base import Capture, CaptureStats, SearchHit, SearchQuery, StoredCapture
+from server.storage.base import (
+    Capture,
+    CaptureStats,
+    SearchHit,
+    SearchQuery,
+    SessionSummary,
+    StoredCapture,
+)
 from server.storage.embedder import Embedder
 from server.storage.text import plain_snippet
 
@@ -79,7 +86,8 @@ class HybridStore:
             prepare = getattr(self.backend, "prepare_vectors", None)
             if prepare is not None:
                 await prepare(self.embedder.name, self.embedder.dim)
-            self._indexer = asyncio.create_task(self._index_loop(), name="capture-indexer")
+            if self.auto_index:
+                self._indexer = asyncio.create_task(self._index_loop(), name="capture-indexer")
 
     async def close(self) -> None:
         if self._indexer is not None:
@@ -101,6 +109,36 @@ class HybridStore:
     async def history(self, session_id: str, limit: int) -> list[StoredCapture]:
         return await self.backend.history(session_id, limit)
 
+    async def claim_session(self, session_id: str, learner_id: str) -> str:
+        return await self.backend.claim_session(session_id, learner_id)
+
+    async def session_owner(self, session_id: str) -> str | None:
+        return await self.backend.session_owner(session_id)
+
+    async def list_sessions(self, learner_id: str, limit: int) -> list[SessionSummary]:
+        return await self.backend.list_sessions(learner_id, limit)
+
+    async def learner_history(self, learner_id: str, limit: int) -> list[StoredCapture]:
+        return await self.backend.learner_history(learner_id, limit)
+
+    async def is_forgotten(self, learner_id: str) -> bool:
+        return await self.backend.is_forgotten(learner_id)
+
+    # --- erasure: a cached result must never show what was just deleted -------------------
+    async def delete_session(self, session_id: str) -> int:
+        return self._deleted(await self.backend.delete_session(session_id))
+
+    async def forget_learner(self, learner_id: str) -> int:
+        return self._deleted(await self.backend.forget_learner(learner_id))
+
+    async def delete_older_than(self, timestamp: float) -> int:
+        return self._deleted(await self.backend.delete_older_than(timestamp))
+
+    def _deleted(self, count: int) -> int:
+        self.generation += 1
+        self._cache.clear()  # let go of deleted text now, not when entries age out
+        return count
+
     async def stats(self) -> CaptureStats:
         return await self.backend.stats()
 
@@ -112,6 +150,7 @@ class HybridStore:
         key = (
             " ".join(query.query.lower().split()),
             query.limit,
+            query.learner_id,
             query.session_id,
             query.since,
             query.until,
@@ -148,23 +187,23 @@ class HybridStore:
             semantic = await self.backend.vector_search(vector, query, k, self.embedder.name)
         finally:
             keyword = await keyword_task
-        fused = rrf([h.id for h in keyword], [cid for cid, _ in semantic])[: query.limit]
+        fused = rrf([h.id for h in keyword], [cid for cid, _ in semantic])
         by_id = {h.id: h for h in keyword}
-        missing = [cid for cid, _ in fused if cid not in by_id]
-        extra = await self.backend.get_many(missing) if missing else {}
-        out = []
-        for cid, score in fused:
-            hit = by_id.get(cid)
-            if hit is not None:
-                out.append(_rescored(hit, score))
-            elif cid in extra:
-                c = extra[cid]
-                snippet = plain_snippet(c.user_text)
-                out.append(
-                    SearchHit(
-                        c.id, c.session_id, c.timestamp, c.user_text, c.agent_text, snippet, score
-                    )
-                )
+        out: list[SearchHit] = []
+        start = 0
+        while len(out) < query.limit and start < len(fused):
+            # Normally one round. A vector can outlive its capture in an index another
+            # instance has not refreshed since a deletion: such ids resolve to nothing and
+            # the next candidates fill their places.
+            window = fused[start : start + query.limit - len(out)]
+            start += len(window)
+            missing = [cid for cid, _ in window if cid not in by_id]
+            extra = await self.backend.get_many(missing, query.learner_id) if missing else {}
+            for cid, score in window:
+                if cid in by_id:
+                    out.append(_rescored(by_id[cid], score))
+                elif cid in extra:
+                    out.append(_meaning_hit(extra[cid], score))
         return out
 
     async def _embed_one(self, text: str) -> np.ndarray:
@@ -208,6 +247,12 @@ class HybridStore:
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), INDEX_POLL_SECONDS)
+
+
+def _meaning_hit(c: StoredCapture, score: float) -> SearchHit:
+    """A hit found by meaning only: the start of the user text stands in for a snippet."""
+    snippet = plain_snippet(c.user_text)
+    return SearchHit(c.id, c.session_id, c.timestamp, c.user_text, c.agent_text, snippet, score)
 
 
 def _rescored(hit: SearchHit, score: float) -> SearchHit:

@@ -22,10 +22,12 @@ import fcntl
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
 from pipelines.ports import Capture
+from server.storage.base import LEGACY_LEARNER
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +40,10 @@ def encode(capture: Capture) -> bytes:
 
 
 def decode(line: bytes) -> Capture | None:
-    """A capture from one journal line, or None for a torn or foreign line."""
+    """A capture from one journal line, or None for a torn or foreign line.
+
+    Lines written before captures had learners belong to the legacy learner, like the rows
+    the migration found in the database."""
     try:
         raw = json.loads(line)
         return Capture(
@@ -48,6 +53,7 @@ def decode(line: bytes) -> Capture | None:
             timestamp=float(raw["timestamp"]),
             metadata=raw.get("metadata") if isinstance(raw.get("metadata"), dict) else {},
             capture_id=str(raw["capture_id"]),
+            learner_id=str(raw.get("learner_id", LEGACY_LEARNER)),
         )
     except (ValueError, KeyError, TypeError):
         return None
@@ -68,6 +74,49 @@ def read_segment(path: Path) -> tuple[list[Capture], int]:
                 continue
             out.append(capture)
     return out, lines
+
+
+def rewrite_segment(path: Path, drop: Callable[[Capture], bool]) -> tuple[int, int]:
+    """Blocking: rewrite a sealed segment without the captures `drop` selects.
+
+    Returns (lines removed, bytes removed). The kept lines are copied byte for byte into a
+    new file that is fsynced before it replaces the old one (and the directory after), so
+    a crash leaves either segment whole, never half of one. Unreadable lines are kept:
+    replay skips them as before. A segment left with nothing is deleted."""
+    kept: list[bytes] = []
+    removed = 0
+    with path.open("rb") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            capture = decode(line)
+            if capture is not None and drop(capture):
+                removed += 1
+            else:
+                kept.append(line if line.endswith(b"\n") else line + b"\n")
+    if not removed:
+        return 0, 0
+    size = path.stat().st_size
+    if not kept:
+        path.unlink()
+    else:
+        tmp = path.with_suffix(".rewrite")
+        with tmp.open("wb") as out:
+            out.writelines(kept)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    _fsync_dir(path.parent)
+    return removed, size - (0 if not kept else path.stat().st_size)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename or unlink in `directory` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class Journal:
@@ -205,6 +254,15 @@ class Journal:
                 continue
             return seg
         return None
+
+    def sealed_segments(self) -> list[Path]:
+        """Every segment but the open tail (sealed ones may still await their fsync)."""
+        return [seg for seg in self.segments() if seg != self._tail_path]
+
+    def shrunk(self, lines: int, nbytes: int) -> None:
+        """Account for lines a rewrite_segment call took out."""
+        self._bytes -= nbytes
+        self.entries = max(0, self.entries - lines)
 
     def remove(self, segment: Path, count: int) -> None:
         """Forget a fully written segment."""

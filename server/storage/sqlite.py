@@ -1,7 +1,8 @@
 """SQLite capture store: the embedded default when `DATABASE_URL` is unset.
 
 A plain SQLite file in WAL mode (operators back it up with `sqlite3 FILE ".backup ..."`),
-with an FTS5 external-content index kept in step by triggers. sqlite3 is blocking, so
+with an FTS5 external-content index kept in step by triggers. Ownership, erasure and the
+rules a batch is checked against are shared with Postgres (learners.py). sqlite3 is blocking, so
 every call runs on one dedicated thread: the event loop never waits on the disk, and one
 connection used from one thread needs no locking of its own.
 """
@@ -9,16 +10,18 @@ connection used from one thread needs no locking of its own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from typing import Any, TypeVar
 
 import numpy as np
 
+from server.storage import learners
 from server.storage.base import (
     Capture,
     CaptureStats,
@@ -34,10 +37,41 @@ from server.storage.text import (
     highlight,
     search_terms,
 )
-from server.storage.vectors import VectorIndex
+from server.storage.vectors import VectorIndex, search_index
 
 T = TypeVar("T")
 SNIPPET_TOKENS = 16
+RETENTION_CHUNK = 5000  # captures deleted per transaction, so writes interleave
+_COLUMNS = "id, session_id, timestamp, user_text, agent_text, metadata, learner_id"
+
+# A session gets an owner unless it was deleted or the learner was forgotten.
+_CLAIM = (
+    "INSERT OR IGNORE INTO sessions (session_id, learner_id, created_at) "
+    "SELECT ?1, ?2, ?3 WHERE NOT EXISTS "
+    "(SELECT 1 FROM deleted_sessions WHERE session_id = ?1) AND NOT EXISTS "
+    "(SELECT 1 FROM forgotten_learners WHERE learner_id = ?2)"
+)
+# A capture is stored under its session's owner, and only if it claims no other learner,
+# the session was not deleted and the owner not forgotten.
+_INSERT = (
+    "INSERT OR IGNORE INTO captures (capture_id, session_id, timestamp, user_text, "
+    "agent_text, metadata, learner_id) SELECT ?1, ?2, ?3, ?4, ?5, ?6, s.learner_id "
+    "FROM sessions s WHERE s.session_id = ?2 AND ?7 IN ('', s.learner_id) "
+    "AND NOT EXISTS (SELECT 1 FROM deleted_sessions d WHERE d.session_id = ?2) "
+    "AND NOT EXISTS (SELECT 1 FROM forgotten_learners f WHERE f.learner_id = s.learner_id)"
+)
+# Postgres placeholders, like the shared SQL it runs beside (LearnerQueries.list_sessions).
+_LIST_SESSIONS = (
+    "WITH recent AS (SELECT s.session_id, s.learner_id, s.title, s.created_at, "
+    "max(c.timestamp) AS last_at, count(c.id) AS n FROM sessions s "
+    "LEFT JOIN captures c ON c.session_id = s.session_id WHERE s.learner_id = $1 "
+    "GROUP BY s.session_id ORDER BY coalesce(max(c.timestamp), s.created_at) DESC, "
+    "s.session_id DESC LIMIT $2) "
+    "SELECT r.session_id, r.learner_id, r.title, r.created_at, r.last_at, r.n, "
+    "(SELECT f.user_text FROM captures f WHERE f.session_id = r.session_id "
+    "AND f.user_text <> '' ORDER BY f.timestamp, f.id LIMIT 1) FROM recent r "
+    "ORDER BY coalesce(r.last_at, r.created_at) DESC, r.session_id DESC"
+)
 
 
 def _migrations() -> list[tuple[int, str]]:
@@ -50,7 +84,7 @@ def _migrations() -> list[tuple[int, str]]:
     return sorted(out)
 
 
-def capture_row(c: Capture) -> tuple[str, str, float, str, str, str]:
+def capture_row(c: Capture) -> tuple[str, str, float, str, str, str, str]:
     """A Capture as a row, text cleaned and metadata serialised (never raises on types)."""
     meta = json.dumps(c.metadata, default=str, ensure_ascii=False)
     return (
@@ -60,13 +94,15 @@ def capture_row(c: Capture) -> tuple[str, str, float, str, str, str]:
         clean_text(c.user_text),
         clean_text(c.agent_text),
         clean_text(meta),
+        str(c.learner_id),
     )
 
 
-class SQLiteCaptureStore:
+class SQLiteCaptureStore(learners.LearnerQueries):
     """CaptureStore on one SQLite file; search = FTS5 bm25 (+ vectors when indexed)."""
 
     name = "sqlite"
+    list_sessions_sql = _LIST_SESSIONS
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -86,20 +122,9 @@ class SQLiteCaptureStore:
         # WAL + NORMAL: a committed batch survives a process crash; only an OS crash or
         # power loss can roll back the last transactions.
         conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA busy_timeout=5000")
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        for number, sql in _migrations():
-            if number > version:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    for statement in _split_sql(sql):
-                        conn.execute(statement)
-                    conn.execute(f"PRAGMA user_version={number}")
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
+        _migrate(conn)
+        conn.execute("PRAGMA foreign_keys=ON")
         self._conn = conn
 
     async def close(self) -> None:
@@ -124,32 +149,68 @@ class SQLiteCaptureStore:
 
     @staticmethod
     def _insert(db: sqlite3.Connection, captures: list[Capture]) -> None:
+        """Claim unowned sessions, then store the captures the rules let in (_INSERT)."""
         rows = [capture_row(c) for c in captures]  # serialising is CPU: not on the loop
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            db.executemany(
-                "INSERT OR IGNORE INTO captures (capture_id, session_id, timestamp, "
-                "user_text, agent_text, metadata) VALUES (?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+        claims = [(c.session_id, learners.claimant(c), float(c.timestamp)) for c in captures]
+        with _transaction(db):
+            db.executemany(_CLAIM, claims)
+            db.executemany(_INSERT, rows)
+
+    # --- ownership ---------------------------------------------------------------------
+    async def claim_session(self, session_id: str, learner_id: str) -> str:
+        learners.check_learner_id(learner_id)
+
+        def claim(db: sqlite3.Connection) -> str:
+            with _transaction(db):
+                db.execute(_CLAIM, (session_id, learner_id, time.time()))
+                row = db.execute(learners.for_sqlite(learners.OWNER), (session_id,)).fetchone()
+            return learner_id if row is None else row[0]  # a forgotten claimant owns nothing
+
+        return await self._run(claim)
+
+    # --- erasure -----------------------------------------------------------------------
+    async def _erase_sessions(self, first: list[str], column: str, value: str) -> int:
+        """(See LearnerQueries.) One transaction on the only connection: nothing overlaps."""
+
+        def erase(db: sqlite3.Connection) -> list[int]:
+            with _transaction(db):
+                for sql in first:
+                    db.execute(learners.for_sqlite(sql), (value,))
+                db.execute(f"DELETE FROM sessions WHERE {column} = ?", (value,))
+                return _delete_captures(db, f"{column} = ?", (value,))
+
+        return await self._erase(erase)
+
+    async def delete_older_than(self, timestamp: float) -> int:
+        """Retention, RETENTION_CHUNK captures per transaction (the thread is shared)."""
+        deleted = 0
+        while True:
+            n = await self._erase(_delete_chunk_older_than, float(timestamp))
+            deleted += n
+            if n < RETENTION_CHUNK:
+                break
+        sql = (
+            "DELETE FROM sessions WHERE created_at < ? AND NOT EXISTS "
+            "(SELECT 1 FROM captures c WHERE c.session_id = sessions.session_id)"
+        )
+        await self._run(lambda db: db.execute(sql, (float(timestamp),)))
+        return deleted
 
     # --- reads -----------------------------------------------------------------------
-    async def history(self, session_id: str, limit: int) -> list[StoredCapture]:
-        """The session's most recent `limit` captures, oldest first."""
+    async def _scalar(self, sql: str, *args: Any) -> Any:
+        row = await self._run(lambda db: db.execute(learners.for_sqlite(sql), args).fetchone())
+        return None if row is None else row[0]
 
-        def query(db: sqlite3.Connection) -> list[StoredCapture]:
-            rows = db.execute(
-                "SELECT id, session_id, timestamp, user_text, agent_text, metadata "
-                "FROM captures WHERE session_id = ? ORDER BY timestamp DESC, id DESC LIMIT ?",
-                (session_id, limit),
-            ).fetchall()
-            return [_stored(r) for r in reversed(rows)]
+    async def _rows(self, sql: str, *args: Any) -> list[Any]:
+        return await self._run(lambda db: db.execute(learners.for_sqlite(sql), args).fetchall())
 
-        return await self._run(query)
+    async def _newest_first(self, column: str, value: str, limit: int) -> list[StoredCapture]:
+        sql = (
+            f"SELECT {_COLUMNS} FROM captures WHERE {column} = ? "
+            "ORDER BY timestamp DESC, id DESC LIMIT ?"
+        )
+        rows = await self._run(lambda db: db.execute(sql, (value, limit)).fetchall())
+        return [_stored(r) for r in reversed(rows)]
 
     async def stats(self) -> CaptureStats:
         since = time.time() - 86400
@@ -193,16 +254,18 @@ class SQLiteCaptureStore:
         """Keyword only; HybridSearch (hybrid.py) adds meaning on top."""
         return await self.keyword_search(query, query.limit)
 
-    async def get_many(self, ids: Sequence[int]) -> dict[int, StoredCapture]:
-        """Captures by id (for hits found by meaning only)."""
+    async def get_many(
+        self, ids: Sequence[int], learner_id: str | None = None
+    ) -> dict[int, StoredCapture]:
+        """Captures by id (for hits found by meaning only), only the learner's if given."""
         if not ids:
             return {}
-        marks = ",".join("?" * len(ids))
-        sql = (
-            "SELECT id, session_id, timestamp, user_text, agent_text, metadata "
-            f"FROM captures WHERE id IN ({marks})"
-        )
-        rows = await self._run(lambda db: db.execute(sql, list(ids)).fetchall())
+        sql = f"SELECT {_COLUMNS} FROM captures WHERE id IN ({','.join('?' * len(ids))})"
+        args: list[Any] = list(ids)
+        if learner_id is not None:
+            sql += " AND learner_id = ?"
+            args.append(learner_id)
+        rows = await self._run(lambda db: db.execute(sql, args).fetchall())
         return {r[0]: _stored(r) for r in rows}
 
     # --- embeddings (filled by the indexer, read by the vector index) -------------------
@@ -221,19 +284,16 @@ class SQLiteCaptureStore:
         return [(r[0], f"{r[1]}\n{r[2]}") for r in rows]
 
     async def save_embeddings(self, model: str, items: Sequence[tuple[int, np.ndarray]]) -> None:
+        """Store vectors, skipping captures deleted while they were being embedded."""
         rows = [(i, model, np.asarray(v, dtype=np.float32).tobytes()) for i, v in items]
 
         def write(db: sqlite3.Connection) -> None:
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(db):
                 db.executemany(
-                    "INSERT OR REPLACE INTO capture_vectors (id, model, vector) VALUES (?, ?, ?)",
+                    "INSERT OR REPLACE INTO capture_vectors (id, model, vector) "
+                    "SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM captures WHERE id = ?1)",
                     rows,
                 )
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
 
         if rows:
             await self._run(write)
@@ -251,18 +311,24 @@ class SQLiteCaptureStore:
         # Only this process writes the file, so only a save here can add vectors: skip the
         # round trip through the (single, possibly busy) SQLite thread otherwise.
         while self._vectors_dirty:
-            self._vectors_dirty = False
-            rows = await self._run(_load_vectors, model, index.cursor, 5000)
-            if not rows:
-                break
-            index.upsert([(r[0], r[1], r[2], np.frombuffer(r[3], dtype=np.float32)) for r in rows])
-            index.cursor = rows[-1][0]
-            if len(rows) == 5000:
+            self._vectors_dirty = False  # a save while this loads sets it again
+            if not await self._run(_load_vectors, index, model, 5000):
                 self._vectors_dirty = True  # more pages to load
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            None, index.search, vector, k, query.session_id, query.since, query.until
-        )
+        return await search_index(index, vector, query, k)
+
+    async def _erase(self, fn: Callable[..., list[int]], *args: Any) -> int:
+        """Run a deletion and drop its captures from the in-memory vector indexes.
+
+        Both happen on the SQLite thread, where the indexes are also loaded, so a load
+        cannot put back a vector deleted between its read and its upsert."""
+
+        def erase(db: sqlite3.Connection) -> int:
+            ids = fn(db, *args)
+            for index in list(self._vectors.values()):
+                index.remove(ids)
+            return len(ids)
+
+        return await self._run(erase)
 
     # --- plumbing --------------------------------------------------------------------
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -275,22 +341,27 @@ class SQLiteCaptureStore:
         return fn(self._conn, *args)
 
 
-def _load_vectors(
-    db: sqlite3.Connection, model: str, after_id: int, limit: int
-) -> list[tuple[int, str, float, bytes]]:
-    """(id, session_id, timestamp, vector bytes) with id > after_id, in id order.
+def _load_vectors(db: sqlite3.Connection, index: VectorIndex, model: str, page: int) -> bool:
+    """Load one page of vectors saved after `index.cursor`; whether it was the last page.
 
     One indexer writes vectors in id order, so a cursor on the id never skips a row."""
-    return db.execute(
-        "SELECT v.id, c.session_id, c.timestamp, v.vector FROM capture_vectors v "
+    rows = db.execute(
+        "SELECT v.id, c.session_id, c.learner_id, c.timestamp, v.vector FROM capture_vectors v "
         "JOIN captures c ON c.id = v.id WHERE v.model = ? AND v.id > ? "
         "ORDER BY v.id LIMIT ?",
-        (model, after_id, limit),
+        (model, index.cursor, page),
     ).fetchall()
+    if rows:
+        index.upsert([(*r[:4], np.frombuffer(r[4], dtype=np.float32)) for r in rows])
+        index.cursor = rows[-1][0]
+    return len(rows) < page
 
 
 def _filters(query: SearchQuery) -> tuple[str, list[Any]]:
     clauses, params = [], []
+    if query.learner_id is not None:
+        clauses.append("c.learner_id = ?")
+        params.append(query.learner_id)
     if query.session_id is not None:
         clauses.append("c.session_id = ?")
         params.append(query.session_id)
@@ -308,7 +379,52 @@ def _stored(r: Sequence[Any]) -> StoredCapture:
         meta = json.loads(r[5])
     except ValueError:
         meta = {}
-    return StoredCapture(r[0], r[1], r[2], r[3], r[4], meta if isinstance(meta, dict) else {})
+    meta = meta if isinstance(meta, dict) else {}
+    return StoredCapture(r[0], r[1], r[2], r[3], r[4], meta, r[6])
+
+
+@contextlib.contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any error."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def _delete_captures(db: sqlite3.Connection, where: str, params: Sequence[Any]) -> list[int]:
+    """Delete captures (their FTS rows go by trigger, their vectors by cascade); the ids."""
+    return [r[0] for r in db.execute(f"DELETE FROM captures WHERE {where} RETURNING id", params)]
+
+
+def _delete_chunk_older_than(db: sqlite3.Connection, timestamp: float) -> list[int]:
+    with _transaction(db):
+        return _delete_captures(
+            db,
+            "id IN (SELECT id FROM captures WHERE timestamp < ? LIMIT ?)",
+            (timestamp, RETENTION_CHUNK),
+        )
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Apply the migrations newer than `PRAGMA user_version`, each in one transaction.
+
+    Foreign keys are off meanwhile (the pragma cannot change inside a transaction), so a
+    migration can rebuild a table the usual SQLite way (copy, drop, rename) without the
+    drop cascading into the tables that reference it; the keys are checked afterwards."""
+    conn.execute("PRAGMA foreign_keys=OFF")
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    for number, sql in _migrations():
+        if number > version:
+            with _transaction(conn):
+                for statement in _split_sql(sql):
+                    conn.execute(statement)
+                if conn.execute("PRAGMA foreign_key_check").fetchone() is not None:
+                    raise RuntimeError(f"migration {number} broke a foreign key")
+                conn.execute(f"PRAGMA user_version={number}")
 
 
 def _split_sql(sql: str) -> list[str]:

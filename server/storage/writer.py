@@ -6,6 +6,10 @@ queue is full, to the on-disk journal. One background task batches the queue int
 and the task keeps moving the queue to the journal while it retries the store with
 exponential backoff by replaying the journal's oldest segment. Journal entries are deleted
 only after the store accepted them; `capture_id` makes a replay after a crash harmless.
+
+`forget()` takes a learner's or a session's captures out of the queue and out of this
+process's journal (other processes' journals are stopped at the store, which refuses
+captures of deleted sessions and forgotten learners).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from pathlib import Path
 from typing import Protocol
 
 from pipelines.ports import Capture
-from server.storage.journal import Journal, read_segment
+from server.storage.journal import Journal, read_segment, rewrite_segment
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +68,9 @@ class CaptureWriter:
         self._retry_at = 0.0
         self._needs_sync = False
         self._in_flight: list[Capture] = []
+        # Held while a journal segment is replayed and while forget() rewrites segments,
+        # so a segment is never rewritten between its replay's read and its removal.
+        self._segments_lock = asyncio.Lock()
         self.written = 0
         self.dropped = 0
         self.failed_batches = 0
@@ -91,6 +98,45 @@ class CaptureWriter:
     @property
     def healthy(self) -> bool:
         return not self._failing
+
+    async def forget(self, learner_id: str | None = None, session_id: str | None = None) -> int:
+        """Drop the queued and journaled captures matching every given id; how many.
+
+        A batch already being written is not recalled: the store's own deletion, which
+        the caller runs too, removes or refuses it. While the store is down a replay may
+        hold the journal for one store timeout before this can rewrite it."""
+        if learner_id is None and session_id is None:
+            raise ValueError("forget needs a learner_id or a session_id")
+
+        def matches(c: Capture) -> bool:
+            return (learner_id is None or c.learner_id == learner_id) and (
+                session_id is None or c.session_id == session_id
+            )
+
+        dropped = self._forget_queued(matches)
+        if self._journal is not None:
+            dropped += await self._forget_journaled(self._journal, matches)
+        if dropped:
+            log.info("captures forgotten before being written", extra={"count": dropped})
+        return dropped
+
+    def _forget_queued(self, matches: Callable[[Capture], bool]) -> int:
+        before = len(self._queue)
+        self._queue = deque(c for c in self._queue if not matches(c))
+        return before - len(self._queue)
+
+    async def _forget_journaled(self, journal: Journal, matches: Callable[[Capture], bool]) -> int:
+        """Rewrite every segment on disk without the matching captures."""
+        dropped = 0
+        async with self._segments_lock:
+            journal.seal()  # the tail too: later appends go to a new segment
+            self._needs_sync = True
+            for segment in journal.sealed_segments():
+                lines, nbytes = await asyncio.to_thread(rewrite_segment, segment, matches)
+                journal.shrunk(lines, nbytes)
+                dropped += lines
+            await self._sync_journal()
+        return dropped
 
     # --- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -197,6 +243,10 @@ class CaptureWriter:
 
     async def _replay_one(self) -> bool:
         """Write the oldest journal segment to the store; delete it on success."""
+        async with self._segments_lock:
+            return await self._replay_oldest()
+
+    async def _replay_oldest(self) -> bool:
         assert self._journal is not None
         if self._journal.oldest_sealed() is None:
             self._journal.seal()

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipelines.ports import Capture
-from server.storage.journal import Journal, read_segment
+from server.storage.base import LEGACY_LEARNER
+from server.storage.journal import Journal, decode, encode, read_segment
 
 
 def caps(n: int) -> list[Capture]:
@@ -100,3 +101,15 @@ def test_size_bound(tmp_path: Path) -> None:
     assert 0 < kept < 50
     assert j.append(caps(1)) == 0
     j.close()
+
+
+def test_learner_round_trips_and_old_lines_are_legacy(tmp_path: Path) -> None:
+    owned = Capture("s", "u", "a", 1.0, {}, "id-1", learner_id="anon_5f2c")
+    assert decode(encode(owned)) == owned
+    unowned = Capture("s", "u", "a", 1.0, {}, "id-2")  # no learner given: stays empty
+    assert decode(encode(unowned)) == unowned
+    before_learners = b'{"session_id": "s", "user_text": "u", "agent_text": "a", ' + (
+        b'"timestamp": 1.0, "metadata": {}, "capture_id": "id-3"}\n'
+    )
+    old = decode(before_learners)
+    assert old is not None and old.learner_id == LEGACY_LEARNER == "legacy"
