@@ -214,6 +214,14 @@ class AdminHub:
         self.active_sessions = max(0, self.active_sessions - 1)
         self.prom.voice_sessions.dec()
 
+    def data_deleted(self, kind: str, captures: int) -> None:
+        """A learner's data was deleted (`kind`: session, learner or retention)."""
+        if kind not in ("session", "learner", "retention"):
+            kind = "other"
+        if kind != "retention" or captures:
+            self.prom.deletions.labels(kind).inc()
+        self.prom.captures_deleted.labels(kind).inc(max(0, captures))
+
     def ws_opened(self) -> None:
         """Called by the middleware for every WebSocket upgrade request."""
         self.active_websockets += 1

@@ -157,6 +157,18 @@ class PromMetrics:
         self.auth_failures = Counter(
             "lva_admin_auth_failures", "Rejected admin key or metrics token attempts.", registry=r
         )
+        self.deletions = Counter(
+            "lva_data_deletions",
+            "Deletions of learners' data, by kind (session, learner, retention).",
+            ["kind"],
+            registry=r,
+        )
+        self.captures_deleted = Counter(
+            "lva_captures_deleted",
+            "Captures deleted, by kind of deletion (session, learner, retention).",
+            ["kind"],
+            registry=r,
+        )
 
     def exposition(self) -> bytes:
         """The text format, summed over all workers in multiprocess mode."""

@@ -7,6 +7,8 @@ have and the capture writer flushes before the process exits.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,10 +18,13 @@ from aiohttp import web
 from admin.checks import capture_writer_check, providers_check
 from admin.hub import AdminHub
 from pipelines.registry import Providers
-from server.appkeys import ADMIN, ENGINE, SETTINGS, STORAGE
+from server.appkeys import ADMIN, ENGINE, ERASURE, IDENTITY, SETTINGS, STORAGE
 from server.engine import Engine
+from server.erasure import Erasure, retention_loop
 from server.http_errors import json_errors
-from server.routes import captures, core
+from server.identity.admission import SessionAuthority
+from server.identity.setup import build_identity
+from server.routes import captures, core, learners
 from server.routes.core import STATIC_DIR
 from server.settings import Settings
 from server.storage.factory import close_storage, open_storage
@@ -40,6 +45,7 @@ def create_app(settings: Settings, *, providers: Providers | None = None) -> web
         storage = await open_storage(settings)
         app[STORAGE] = storage
         _watch_storage(hub, storage)
+        app[IDENTITY] = build_identity(settings, storage.captures.is_forgotten)
         try:
             yield
         finally:
@@ -55,8 +61,15 @@ def create_app(settings: Settings, *, providers: Providers | None = None) -> web
             providers,
             gate=hub,
             watcher=hub,
+            authority=SessionAuthority(app[IDENTITY], storage.captures, storage.sessions),
         )
         app[ENGINE] = engine
+        app[ERASURE] = erasure = Erasure(storage, app[IDENTITY], engine.lifecycle, hub.data_deleted)
+        retention = None
+        if settings.capture_retention_days:
+            retention = asyncio.create_task(
+                retention_loop(erasure, settings.capture_retention_days)
+            )
         engine.start()
         hub.add_health_check(
             "providers", providers_check(engine.providers, engine.ready), critical=False
@@ -64,6 +77,10 @@ def create_app(settings: Settings, *, providers: Providers | None = None) -> web
         try:
             yield
         finally:
+            if retention is not None:
+                retention.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await retention
             await engine.close()
 
     app.cleanup_ctx.append(storage_ctx)
@@ -72,6 +89,8 @@ def create_app(settings: Settings, *, providers: Providers | None = None) -> web
 
     app.add_routes(core.routes)
     app.add_routes(captures.routes)
+    app.add_routes(learners.routes)
+    app.on_response_prepare.append(_private_by_default)
     app.router.add_get("/ws/{session_id}", ws_handler, name="ws")
     app.add_routes(_twilio_routes)
     if STATIC_DIR.is_dir():
@@ -87,6 +106,13 @@ def _watch_storage(hub: AdminHub, storage: Any) -> None:
     hub.add_health_check("capture_writer", capture_writer_check(storage.writer), critical=False)
     hub.add_gauge_source("capture_queue_depth", lambda: storage.writer.depth)
     hub.add_gauge_source("capture_journal_backlog", lambda: storage.writer.journal_backlog)
+
+
+async def _private_by_default(request: web.Request, response: web.StreamResponse) -> None:
+    """What the API answers is a learner's own (transcripts, tokens): never cached."""
+    if request.path.startswith("/api/"):
+        response.headers["Cache-Control"] = "no-store"
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
 
 
 async def _close_connections(app: web.Application) -> None:

@@ -12,6 +12,7 @@ context in memory until it ends. Each deletion is logged without content and cou
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -72,3 +73,13 @@ class Erasure:
             log.info("retention deleted old captures", extra={"captures": deleted, "days": days})
         self._count("retention", deleted)
         return deleted
+
+
+async def retention_loop(erasure: Erasure, days: int, interval_s: float = 3600.0) -> None:
+    """Apply `CAPTURE_RETENTION_DAYS` now and then every `interval_s`, for the app's life."""
+    while True:
+        try:
+            await erasure.apply_retention(days)
+        except Exception as exc:  # the store is down: try again at the next interval
+            log.warning("retention could not run: %s", type(exc).__name__)
+        await asyncio.sleep(interval_s)

@@ -31,7 +31,7 @@ from pipelines.events import AudioEnd, AudioFrame, Event, Interrupted
 from pipelines.session import Session
 from server.appkeys import ENGINE
 from server.liveness import LivenessConfig
-from server.transports.base import Opening, Refusal
+from server.transports.base import Admission, Bind, Opening, Refusal
 from server.transports.websocket import WebSocketPeer
 
 log = logging.getLogger(__name__)
@@ -88,12 +88,19 @@ class TwilioCall(WebSocketPeer):
         if start is None:
             return None
         self.call_sid = str(start.get("callSid") or "")
-        return Opening(session_id_for(self.call_sid or self.stream_sid), PHONE_CONFIG)
+        params = start.get("customParameters")
+        caller = params.get("from") if isinstance(params, dict) else None
+        return Opening(
+            session_id_for(self.call_sid or self.stream_sid),
+            PHONE_CONFIG,
+            # The learner is the caller's number, hashed (never stored or logged as is).
+            caller=caller if isinstance(caller, str) and caller.strip() else None,
+        )
 
     async def refuse(self, refusal: Refusal) -> None:
         await self.close(refusal.code, "unavailable")
 
-    async def opened(self, session: Session) -> None:
+    async def opened(self, session: Session, admission: Admission | None, bind: Bind) -> None:
         self.session = session
         log.info(
             "phone call started",

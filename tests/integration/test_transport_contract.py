@@ -18,7 +18,7 @@ from pipelines.session import Session
 from server.engine import Engine
 from server.liveness import CLOSE_NOT_READING, LivenessConfig, Traffic
 from server.settings import Settings
-from server.transports.base import CLOSE_UNAVAILABLE, Opening, Refusal
+from server.transports.base import CLOSE_UNAVAILABLE, Admission, Bind, Opening, Refusal
 from tests.fakes_engine import DictStore, ListSink, ScriptedLLM, ScriptedSTT, ToneTTS
 
 REPLY = "Spaced repetition works. What will you review first?"
@@ -54,7 +54,7 @@ class MemoryTransport:
         self.refused = refusal
         await self.close(refusal.code, refusal.reason)
 
-    async def opened(self, session: Session) -> None:
+    async def opened(self, session: Session, admission: Admission | None, bind: Bind) -> None:
         self.greeted = session.id
 
     async def receive(self, session: Session) -> None:
@@ -167,7 +167,7 @@ async def test_maintenance_refuses_before_a_session_exists(world) -> None:
     peer = MemoryTransport("mem-2")
     async with asyncio.timeout(5):
         await engine.lifecycle.serve(peer)
-    assert peer.refused == Refusal("maintenance", CLOSE_UNAVAILABLE)
+    assert peer.refused == Refusal("maintenance", CLOSE_UNAVAILABLE, "unavailable")
     assert peer.close_code == CLOSE_UNAVAILABLE and peer.greeted == ""
     assert gate.opened == 0 and not engine.lifecycle.sessions
 
@@ -182,7 +182,8 @@ async def test_a_full_server_refuses_the_next_caller_and_admits_after_a_hang_up(
     second = MemoryTransport("mem-4")
     async with asyncio.timeout(5):
         await engine.lifecycle.serve(second)
-    assert second.refused == Refusal("server full", CLOSE_UNAVAILABLE) and second.greeted == ""
+    assert second.refused == Refusal("server full", CLOSE_UNAVAILABLE, "unavailable")
+    assert second.greeted == ""
 
     first.inbox.put_nowait(("hang_up", None))
     await serving
