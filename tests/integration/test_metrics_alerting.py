@@ -215,3 +215,25 @@ async def test_background_sampling_exports_memory_and_health() -> None:
         await hub.stop()
     assert memory > 10_000_000  # this Python process: tens of megabytes at least
     assert calls >= 3
+
+
+async def test_capture_dropped_wired_to_a_real_capture_writer(
+    hub_client: tuple[AdminHub, TestClient],
+) -> None:
+    """The line server/app.py's `_watch_storage` needs, on a writer that has to drop."""
+    from pipelines.ports import Capture
+    from server.storage.writer import CaptureWriter
+
+    hub, client = hub_client
+
+    class NeverCalled:
+        async def write_batch(self, captures: list[Capture]) -> None:
+            raise AssertionError("the writer is not started: nothing is written")
+
+    writer = CaptureWriter(NeverCalled(), batch_size=10, flush_ms=50, queue_max=2, journal_dir=None)
+    hub.add_gauge_source("capture_dropped", lambda: writer.dropped)
+    for i in range(7):  # 2 queued, 2 more kept past the bound (no journal), 3 dropped
+        writer.submit(Capture("s", f"user {i}", f"agent {i}", 1.0))
+    hub.sample_gauges()
+    assert writer.dropped == 3
+    assert value(await scrape(client), "lva_capture_dropped_total") == 3
