@@ -14,6 +14,7 @@ How the app factory uses it (`server` -> `admin`, never the other way)::
                          critical=False)
     hub.add_gauge_source("capture_queue_depth", lambda: writer.depth)   # () -> number
     hub.add_gauge_source("capture_journal_backlog", lambda: writer.journal_backlog)
+    hub.add_gauge_source("capture_dropped", lambda: writer.dropped)   # a running total
 
     # the server's session lifecycle takes the hub as its gate and session watcher
     # (WebSocket connections are counted by the middleware itself, which also puts the
@@ -25,6 +26,9 @@ How the app factory uses it (`server` -> `admin`, never the other way)::
 errors and fallbacks, VAD/STT/TTS work time). The in-process numbers behind the admin
 JSON API are per worker (each response says `"scope": "process"` and its pid); `/metrics`
 is summed over all workers when `PROMETHEUS_MULTIPROC_DIR` is set.
+
+For alerting the hub also runs every health check every `health_interval` seconds and
+exports the results (`admin.health_metrics`), and samples its resident memory each second.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from admin.context import request_id_var
 from admin.errors import ErrorLog, ErrorRecord
 from admin.fleet import MONITORING_ROUTES, fleet_summary
 from admin.health import DEGRADED, HEALTHY, HealthRegistry
+from admin.health_metrics import HealthExporter
 from admin.maintenance import (
     FileBackend,
     Maintenance,
@@ -56,7 +61,7 @@ from admin.maintenance import (
 )
 from admin.middleware import add_request_id_header, make_middleware
 from admin.observer import HubObserver
-from admin.prom import LabelGuard, PromMetrics, multiproc_dir
+from admin.prom import CounterFeed, LabelGuard, PromMetrics, multiproc_dir
 from admin.routes import AdminApi
 from admin.stats import HttpStats, StageStats
 from admin.system import LoopLagMonitor, SystemSampler
@@ -64,7 +69,9 @@ from admin.system import LoopLagMonitor, SystemSampler
 log = logging.getLogger("admin")
 
 #: Gauges fed by `add_gauge_source`, by name.
-GAUGE_SOURCES = ("capture_queue_depth", "capture_journal_backlog")
+GAUGE_SOURCES = ("capture_queue_depth", "capture_journal_backlog", "capture_dropped")
+#: Sources that report a running total: they feed a counter, not a gauge.
+_TOTALS = frozenset({"capture_dropped"})
 
 
 class AdminHub:
@@ -81,6 +88,7 @@ class AdminHub:
         auth_max_failures: int = 10,
         auth_window_seconds: float = 60.0,
         sync_interval: float = 1.0,
+        health_interval: float = 5.0,
     ) -> None:
         self.admin_api_key = admin_api_key
         self.metrics_token = metrics_token
@@ -98,7 +106,11 @@ class AdminHub:
             maintenance_backend
             or _backend(redis_url, maintenance_key, shared_dir or multiproc_dir())
         )
-        self.observer = HubObserver(self.stages, self.prom, self.errors, LabelGuard())
+        self.labels = LabelGuard()
+        self.observer = HubObserver(self.stages, self.prom, self.errors, self.labels)
+        self.health_metrics = HealthExporter(self.prom, self.labels)
+        self._health_interval = health_interval
+        self._totals = {name: CounterFeed(getattr(self.prom, name)) for name in _TOTALS}
         self.middleware = make_middleware(self)
         self.routes = AdminApi(self).routes()
         self._sync_interval = sync_interval
@@ -145,7 +157,8 @@ class AdminHub:
         self.health.add(name, fn, critical=critical, timeout=timeout)
 
     def add_gauge_source(self, name: str, fn: Callable[[], float | int]) -> None:
-        """A cheap synchronous reading (e.g. `queue.qsize`), sampled about once a second."""
+        """A cheap synchronous reading (e.g. `queue.qsize`), sampled about once a second.
+        `capture_dropped` is a running total (captures lost so far): it feeds a counter."""
         if name not in GAUGE_SOURCES:
             raise ValueError(f"unknown gauge {name!r}; expected one of {GAUGE_SOURCES}")
         self._gauge_sources[name] = fn
@@ -157,6 +170,7 @@ class AdminHub:
         self._tasks = [
             asyncio.create_task(self.loop_lag.run(), name="admin-loop-lag"),
             asyncio.create_task(self._sync_forever(), name="admin-sync"),
+            asyncio.create_task(self._health_forever(), name="admin-health"),
         ]
 
     async def stop(self) -> None:
@@ -182,7 +196,24 @@ class AdminHub:
             self.prom.maintenance.set(1 if self.maintenance.enabled else 0)
             if self.loop_lag.samples:
                 self.prom.loop_lag.set(self.loop_lag.samples[-1])
+            rss = self.system.rss()
+            if rss:
+                self.prom.resident_memory.set(rss)
             self.sample_gauges()
+
+    async def _health_forever(self) -> None:
+        """Every health check, now and then every `health_interval` seconds, as gauges."""
+        while True:
+            try:
+                await self.sample_health()
+            except Exception:  # a broken check must not end the sampling for good
+                log.exception("health sampling failed")
+            await asyncio.sleep(self._health_interval)
+
+    async def sample_health(self) -> dict[str, Any]:
+        report = await self.health.run()
+        self.health_metrics.export(report)
+        return report
 
     def sample_gauges(self) -> None:
         for name, fn in self._gauge_sources.items():
@@ -198,7 +229,10 @@ class AdminHub:
                 continue
             self._gauge_failed.discard(name)
             self._gauge_values[name] = value
-            getattr(self.prom, name).set(value)
+            if name in self._totals:
+                self._totals[name].update(value)
+            else:
+                getattr(self.prom, name).set(value)
 
     # --- sessions and sockets ----------------------------------------------------------
     def refusal(self) -> str | None:
@@ -253,6 +287,8 @@ class AdminHub:
             route, method, status, timed, overall=not monitoring, server_error=server_error
         )
         self.prom.http_requests.labels(route, method, str(status)).inc()
+        if server_error:
+            self.prom.http_server_errors.labels(route, method).inc()
         if timed is not None:
             self.prom.http_duration.labels(route, method).observe(timed)
         if server_error:
@@ -303,7 +339,7 @@ class AdminHub:
         return await asyncio.to_thread(fleet_summary, self.prom.multiproc_dir)
 
     async def health_report(self) -> dict[str, Any]:
-        report = await self.health.run()
+        report = await self.sample_health()
         report["maintenance"] = self.maintenance.to_dict()
         if self.maintenance.enabled:
             report["reasons"].append(f"maintenance mode is on: {self.maintenance.message}")

@@ -58,6 +58,21 @@ class LabelGuard:
         return clean
 
 
+class CounterFeed:
+    """Feeds a counter from a running total read elsewhere (e.g. `writer.dropped`): each
+    reading adds what the total grew by; a total that went down started again from 0."""
+
+    def __init__(self, counter: Counter) -> None:
+        self._counter = counter
+        self._last = 0.0
+
+    def update(self, total: float) -> None:
+        grown = total - self._last if total >= self._last else total
+        self._last = total
+        if grown > 0:
+            self._counter.inc(grown)
+
+
 class PromMetrics:
     """All of the server's Prometheus series, in one registry per hub (tests make many)."""
 
@@ -167,6 +182,45 @@ class PromMetrics:
             "lva_captures_deleted",
             "Captures deleted, by kind of deletion (session, learner, retention).",
             ["kind"],
+            registry=r,
+        )
+        # --- for alerting: failures the server did not choose, dependencies, resources ---
+        self.http_server_errors = Counter(
+            "lva_http_server_errors",
+            "5xx answers that were failures (deliberate 503s with Retry-After left out).",
+            ["route", "method"],
+            registry=r,
+        )
+        self.health_check_up = Gauge(
+            "lva_health_check_up",
+            "1 while a health check answers healthy or degraded, 0 while it fails (worst worker).",
+            ["check"],
+            registry=r,
+            multiprocess_mode="livemin",
+        )
+        self.provider_circuit_open = Gauge(
+            "lva_provider_circuit_open",
+            "1 while a provider's circuit breaker is open or half-open (any worker).",
+            ["stage", "provider"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.stage_providers_available = Gauge(
+            "lva_stage_providers_available",
+            "Providers of a stage whose circuit is not open (worst worker).",
+            ["stage"],
+            registry=r,
+            multiprocess_mode="livemin",
+        )
+        self.resident_memory = Gauge(
+            "lva_process_resident_memory_bytes",
+            "Resident memory of the process (the largest live worker).",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.capture_dropped = Counter(
+            "lva_capture_dropped",
+            "Captures lost: the memory queue and the disk journal were both full.",
             registry=r,
         )
 

@@ -53,6 +53,13 @@ class SystemSampler:
         self._last_at = 0.0
         self._lock = asyncio.Lock()
 
+    def rss(self) -> int:
+        """Resident memory in bytes: one read of /proc/self/statm, cheap enough for the loop."""
+        try:
+            return int(self._proc.memory_info().rss)
+        except psutil.Error:
+            return 0
+
     def _sample(self) -> dict[str, Any]:
         """Runs in a thread: every psutil call that may touch /proc is here."""
         proc = self._proc

@@ -106,6 +106,7 @@ def _watch_storage(hub: AdminHub, storage: Any) -> None:
     hub.add_health_check("capture_writer", capture_writer_check(storage.writer), critical=False)
     hub.add_gauge_source("capture_queue_depth", lambda: storage.writer.depth)
     hub.add_gauge_source("capture_journal_backlog", lambda: storage.writer.journal_backlog)
+    hub.add_gauge_source("capture_dropped", lambda: storage.writer.dropped)
 
 
 async def _private_by_default(request: web.Request, response: web.StreamResponse) -> None:

@@ -22,8 +22,15 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, tmp: Path, env: dict[str, str] | None = None, port: int | None = None):
+    def __init__(
+        self,
+        tmp: Path,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        args: list[str] | None = None,
+    ):
         self.port = port or free_port()
+        self.args = list(args or [])  # e.g. ["--workers", "2"]
         self.tmp = tmp
         self.db_path = tmp / "learning_captures.db"
         self.log_path = tmp / "server.log"
@@ -46,8 +53,9 @@ class ServerProcess:
 
     def start(self, ready_timeout: float = 90.0) -> ServerProcess:
         self._log = open(self.log_path, "wb")
+        argv = [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(self.port)]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(self.port)],
+            [*argv, *self.args],
             cwd=self.tmp,
             env=self.env,
             stdout=self._log,
