@@ -112,7 +112,8 @@ class AdminHub:
         self._health_interval = health_interval
         self._totals = {name: CounterFeed(getattr(self.prom, name)) for name in _TOTALS}
         self.middleware = make_middleware(self)
-        self.routes = AdminApi(self).routes()
+        self.api = AdminApi(self)
+        self.routes = self.api.routes()
         self._sync_interval = sync_interval
         self._gauge_sources: dict[str, Callable[[], float | int]] = {}
         self._gauge_values: dict[str, float | None] = {}

@@ -42,7 +42,9 @@ class AdminApi:
         self.hub = hub
 
     # --- access control --------------------------------------------------------------
-    def _guarded(self, handler: Handler) -> Handler:
+    def guarded(self, handler: Handler) -> Handler:
+        """`handler` behind the admin key (and the failed-attempt limit)."""
+
         async def guarded(request: web.Request) -> web.StreamResponse:
             hub = self.hub
             if not hub.admin_api_key:

@@ -24,7 +24,7 @@ from server.erasure import Erasure, retention_loop
 from server.http_errors import json_errors
 from server.identity.admission import SessionAuthority
 from server.identity.setup import build_identity
-from server.routes import captures, core, learners
+from server.routes import admin_captures, captures, core, learners
 from server.routes.core import STATIC_DIR
 from server.settings import Settings
 from server.storage.factory import close_storage, open_storage
@@ -90,6 +90,7 @@ def create_app(settings: Settings, *, providers: Providers | None = None) -> web
     app.add_routes(core.routes)
     app.add_routes(captures.routes)
     app.add_routes(learners.routes)
+    admin_captures.add_routes(app)
     app.on_response_prepare.append(_private_by_default)
     app.router.add_get("/ws/{session_id}", ws_handler, name="ws")
     app.add_routes(_twilio_routes)

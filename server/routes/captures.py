@@ -22,7 +22,7 @@ from server.appkeys import STORAGE
 from server.http_errors import ApiError, read_json_object
 from server.identity.http import learner_of
 from server.identity.learners import Learner
-from server.storage.base import SearchQuery, StoredCapture
+from server.storage.base import SearchHit, SearchQuery, StoredCapture
 from server.validation import valid_session_id
 
 log = logging.getLogger(__name__)
@@ -136,19 +136,20 @@ async def search(request: web.Request) -> web.Response:
     if query.session_id is not None:
         await owned_session(request, learner, query.session_id)
     hits = await storage_call(request.app[STORAGE].captures.search(query), "search")
-    results = [
-        {
-            "id": h.id,
-            "session_id": h.session_id,
-            "timestamp": iso(h.timestamp),
-            "user_text": h.user_text,
-            "agent_text": h.agent_text,
-            "snippet": h.snippet,
-            "score": round(h.score, 6),
-        }
-        for h in hits
-    ]
+    results = [hit_json(h) for h in hits]
     return web.json_response({"query": query.query, "results": results, "count": len(results)})
+
+
+def hit_json(h: SearchHit) -> dict[str, Any]:
+    return {
+        "id": h.id,
+        "session_id": h.session_id,
+        "timestamp": iso(h.timestamp),
+        "user_text": h.user_text,
+        "agent_text": h.agent_text,
+        "snippet": h.snippet,
+        "score": round(h.score, 6),
+    }
 
 
 @routes.get("/api/stats")

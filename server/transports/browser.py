@@ -113,10 +113,15 @@ class BrowserTransport(WebSocketPeer):
         `start` may carry `token`; anything else makes a new anonymous learner). Returns
         that message, or None if the peer left or was refused."""
         assert self._bind is not None
-        msg = await self.ws.receive()
-        self.traffic.rx += 1
-        if msg.type in _CLOSING or msg.type is WSMsgType.ERROR:
-            return None
+        while True:  # pings say nothing about who is asking
+            msg = await self.ws.receive()
+            self.traffic.rx += 1
+            if msg.type in _CLOSING or msg.type is WSMsgType.ERROR:
+                return None
+            if msg.type is WSMsgType.PING:
+                await self.ws.pong(msg.data)
+            elif msg.type is not WSMsgType.PONG:
+                break
         token = _start_token(msg)
         try:
             admission = await self._bind(token)
