@@ -36,6 +36,8 @@ class ServerProcess:
         self.log_path = tmp / "server.log"
         self.env = {
             **os.environ,
+            # The checkout under test, whatever the virtualenv's editable install points at.
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
             "DATABASE_PATH": str(self.db_path),
             "LOG_FORMAT": "json",
             "PYTHONUNBUFFERED": "1",
