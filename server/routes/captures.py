@@ -130,9 +130,9 @@ async def owned_session(request: web.Request, learner: Learner, session_id: str)
 
 @routes.post("/api/search")
 async def search(request: web.Request) -> web.Response:
-    body = await read_json_object(request)
+    query = parse_search(await read_json_object(request))
     learner = await learner_of(request)
-    query = replace(parse_search(body), learner_id=learner.id)
+    query = replace(query, learner_id=learner.id)
     if query.session_id is not None:
         await owned_session(request, learner, query.session_id)
     hits = await storage_call(request.app[STORAGE].captures.search(query), "search")
@@ -181,8 +181,8 @@ def capture_json(c: StoredCapture) -> dict[str, Any]:
 @routes.get("/api/sessions/{session_id}/history")
 async def history(request: web.Request) -> web.Response:
     session_id = session_id_param(request)
-    await owned_session(request, await learner_of(request), session_id)
     limit = int_field(request.query.get("limit", HISTORY_DEFAULT), "limit", 1, HISTORY_MAX)
+    await owned_session(request, await learner_of(request), session_id)
     captures = await storage_call(
         request.app[STORAGE].captures.history(session_id, limit), "capture store"
     )
@@ -198,10 +198,10 @@ async def history(request: web.Request) -> web.Response:
 @routes.get("/api/sessions/{session_id}/export")
 async def export(request: web.Request) -> web.Response:
     session_id = session_id_param(request)
-    await owned_session(request, await learner_of(request), session_id)
     fmt = request.query.get("format", "json")
     if fmt not in ("json", "markdown"):
         raise _bad("invalid_format", "`format` must be json or markdown")
+    await owned_session(request, await learner_of(request), session_id)
     captures = await storage_call(
         request.app[STORAGE].captures.history(session_id, EXPORT_MAX), "capture store"
     )

@@ -45,9 +45,16 @@ async def test_typed_turns_share_the_session_context(tmp_path):
     client = await _client(tmp_path, llm)
     try:
         first = await (await client.post("/api/conversation", json={"text": "one"})).json()
-        sid = first["session_id"]
-        resp = await client.post("/api/conversation", json={"session_id": sid, "text": "two"})
+        sid, token = first["session_id"], first["learner_token"]
+        mine = {"Authorization": f"Bearer {token}"}
+        resp = await client.post(
+            "/api/conversation", json={"session_id": sid, "text": "two"}, headers=mine
+        )
         assert resp.status == 200 and (await resp.json())["agent_text"] == "Noted."
+        assert "learner_token" not in await resp.json()  # the caller has one
         assert [(x.user, x.agent) for x in llm.calls[1][1]] == [("one", "Noted.")]
+        # Without the credential the same session id is someone else's: as if it did not exist.
+        resp = await client.post("/api/conversation", json={"session_id": sid, "text": "three"})
+        assert resp.status == 404 and len(llm.calls) == 2
     finally:
         await client.close()

@@ -36,9 +36,10 @@ def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-async def one_cycle(http: aiohttp.ClientSession, base: str, i: int) -> None:
-    sid = f"leak-{i % CONCURRENCY}"
-    async with http.ws_connect(f"{base}/ws/{sid}", timeout=aiohttp.ClientWSTimeout(10)) as ws:
+async def one_cycle(http: aiohttp.ClientSession, base: str, i: int, token: str) -> None:
+    sid = f"leak-{i % CONCURRENCY}"  # each id reconnected many times, by its one learner
+    url = f"{base}/ws/{sid}?token={token}"
+    async with http.ws_connect(url, timeout=aiohttp.ClientWSTimeout(10)) as ws:
         ready = await ws.receive_json(timeout=5)
         assert ready["type"] == "ready"
         kind = i % 5
@@ -63,12 +64,14 @@ async def one_cycle(http: aiohttp.ClientSession, base: str, i: int) -> None:
             assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
 
 
-async def run_cycles(http: aiohttp.ClientSession, base: str, start: int, count: int) -> None:
+async def run_cycles(
+    http: aiohttp.ClientSession, base: str, start: int, count: int, token: str
+) -> None:
     gate = asyncio.Semaphore(CONCURRENCY)
 
     async def guarded(i: int) -> None:
         async with gate:
-            await one_cycle(http, base, i)
+            await one_cycle(http, base, i, token)
 
     await asyncio.gather(*(guarded(i) for i in range(start, start + count)))
 
@@ -102,7 +105,9 @@ async def test_thousand_sessions_leave_nothing_behind(tmp_path: Path) -> None:
     proc = psutil.Process()
     try:
         async with aiohttp.ClientSession() as http:
-            await run_cycles(http, base, 0, WARMUP)  # caches, pools, first imports
+            async with http.post(f"{base}/api/learners") as resp:
+                token = (await resp.json())["learner_token"]
+            await run_cycles(http, base, 0, WARMUP, token)  # caches, pools, first imports
             await settle(app)
             tasks_before = len(asyncio.all_tasks())
             fds_before = open_fds()
@@ -110,7 +115,7 @@ async def test_thousand_sessions_leave_nothing_behind(tmp_path: Path) -> None:
             tracemalloc.start()
             traced_before = tracemalloc.get_traced_memory()[0]
 
-            await run_cycles(http, base, WARMUP, CYCLES)
+            await run_cycles(http, base, WARMUP, CYCLES, token)
             await settle(app)
 
             traced_growth = tracemalloc.get_traced_memory()[0] - traced_before

@@ -155,7 +155,7 @@ async def test_two_app_instances_share_sessions(tmp_path, prefix: str) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     first, second = await open_storage(settings("a")), await open_storage(settings("b"))
-    client = TestClient(TestServer(app_with(second)))
+    client = TestClient(TestServer(app_with(second, settings("b"))))
     await client.start_server()
     try:
         assert first.sessions.name == "redis"

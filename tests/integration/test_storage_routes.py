@@ -85,8 +85,9 @@ async def test_history_and_limit(client: TestClient) -> None:
     assert body["captures"][0]["metadata"] == {"mode": "ptt"}
     body = await (await client.get("/api/sessions/alice/history?limit=1")).json()
     assert [c["user_text"] for c in body["captures"]] == ["What is the forgetting curve?"]
-    body = await (await client.get("/api/sessions/nobody/history")).json()
-    assert body["count"] == 0
+    resp = await client.get("/api/sessions/nobody/history")  # nobody's: as if it did not exist
+    assert resp.status == 404
+    assert (await resp.json())["error"]["code"] == "session_not_found"
 
 
 @pytest.mark.parametrize(

@@ -9,10 +9,12 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from server.appkeys import STORAGE
+from server.appkeys import IDENTITY, STORAGE
 from server.http_errors import json_errors
+from server.identity.setup import build_identity
 from server.routes.captures import routes
 from server.settings import Settings
+from server.storage.base import LEGACY_LEARNER
 from server.storage.factory import Storage, close_storage, open_storage
 
 
@@ -26,17 +28,28 @@ def storage_settings(tmp_path: Path, **overrides: object) -> Settings:
     )
 
 
-def app_with(storage: Storage) -> web.Application:
+def app_with(storage: Storage, settings: Settings) -> web.Application:
     app = web.Application(middlewares=[json_errors])
     app[STORAGE] = storage
+    app[IDENTITY] = build_identity(settings, storage.captures.is_forgotten)
     app.add_routes(routes)
     return app
 
 
+def bearer(app: web.Application, learner_id: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {app[IDENTITY].tokens.issue(learner_id)}"}
+
+
 @contextlib.asynccontextmanager
-async def make_client(tmp_path: Path, **overrides: object) -> AsyncIterator[TestClient]:
-    storage = await open_storage(storage_settings(tmp_path, **overrides))
-    client = TestClient(TestServer(app_with(storage)))
+async def make_client(
+    tmp_path: Path, learner: str = LEGACY_LEARNER, **overrides: object
+) -> AsyncIterator[TestClient]:
+    """A client of the captures routes that asks as `learner` (captures written without a
+    learner, as the tests seed them, belong to the legacy learner)."""
+    settings = storage_settings(tmp_path, **overrides)
+    storage = await open_storage(settings)
+    app = app_with(storage, settings)
+    client = TestClient(TestServer(app), headers=bearer(app, learner))
     await client.start_server()
     try:
         yield client
