@@ -3,38 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import asyncpg
 
-ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+from tests.pg import ADMIN_DSN, dsn_for, temp_database
 
-
-def dsn_for(name: str, base: str = ADMIN_DSN) -> str:
-    return base.rsplit("/", 1)[0] + "/" + name
-
-
-@contextlib.asynccontextmanager
-async def temp_database(admin_dsn: str = ADMIN_DSN) -> AsyncIterator[str]:
-    """Create `lva_test_<random>`, yield its DSN, drop it (forcing out connections)."""
-    name = f"lva_test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(admin_dsn, timeout=5)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    try:
-        yield dsn_for(name, admin_dsn)
-    finally:
-        admin = await asyncpg.connect(admin_dsn, timeout=5)
-        try:
-            await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+__all__ = ["ADMIN_DSN", "dsn_for", "set_database_down", "temp_database", "until"]
 
 
 async def set_database_down(dsn: str, down: bool, admin_dsn: str = ADMIN_DSN) -> None:
