@@ -103,7 +103,7 @@ def _check_body(path: str, method: str, body: bytes) -> None:
         assert isinstance(data["enabled"], bool)
     elif route == "/api/stats":
         assert data["total_captures"] >= 1
-    elif route == "/api/search":
+    elif route == "/admin/api/search":
         assert data["count"] >= 1 and data["results"][0]["user_text"]
     else:
         raise AssertionError(f"the runbook curls {route}: add what a sensible answer is")
@@ -157,7 +157,7 @@ def test_runbook_has_the_commands_an_operator_needs() -> None:
         "/admin/api/maintenance",
         "/metrics",
         "/api/stats",
-        "/api/search",
+        "/admin/api/search",
     ):
         assert needed in paths, needed
     text = RUNBOOK.read_text()
