@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 import uuid
@@ -72,16 +73,33 @@ class Conversation:
         self.tts = tts
         self.output_rate = ready["output_sample_rate"]
         self._speech_end: float | None = None
+        #: The learner credential of this conversation (to resume it, or use the HTTP API).
+        self.learner_token: str | None = None
 
     @classmethod
     async def connect(
-        cls, base_url: str, session_id: str, mode: str = "continuous", tts: bool = True
+        cls,
+        base_url: str,
+        session_id: str,
+        mode: str = "continuous",
+        tts: bool = True,
+        token: str | None = None,
     ) -> Conversation:
+        """`token`: the learner credential (sent in `start`, not in the URL); without one
+        the server makes a new learner and its credential is `learner_token`."""
         ws = await websockets.connect(f"{base_url.rstrip('/')}/ws/{session_id}", max_size=2**22)
         await ws.recv()  # ready (defaults)
-        await ws.send(json.dumps({"type": "start", "mode": mode, "tts": tts}))
+        start: dict[str, Any] = {"type": "start", "mode": mode, "tts": tts}
+        if token:
+            start["token"] = token
+        await ws.send(json.dumps(start))
         ready = json.loads(await ws.recv())
-        return cls(ws, ready, tts)
+        if ready.get("type") == "error":
+            await ws.close()
+            raise ConnectionError(f"{ready['code']}: {ready['message']}")
+        conv = cls(ws, ready, tts)
+        conv.learner_token = ready.get("learner_token", token)
+        return conv
 
     async def close(self) -> str:
         await self.ws.send(json.dumps({"type": "end"}))
@@ -169,7 +187,12 @@ def _print_event(data: dict[str, Any]) -> None:
 
 async def _main(args: argparse.Namespace) -> int:
     pcm = read_wav(args.wav)
-    conv = await Conversation.connect(args.url, args.session or uuid.uuid4().hex[:12], args.mode)
+    session_id = args.session or uuid.uuid4().hex[:12]
+    token = args.token or os.environ.get("LVA_TOKEN")
+    conv = await Conversation.connect(args.url, session_id, args.mode, token=token)
+    if conv.learner_token and conv.learner_token != token:
+        print(f"learner token (resume with --session {session_id} --token ...):", file=sys.stderr)
+        print(conv.learner_token, file=sys.stderr)
     result = await conv.turn(
         pcm, mode=args.mode, realtime=not args.fast, on_event=_print_event, timeout=args.timeout
     )
@@ -189,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("wav", help="mono 16-bit WAV file to speak")
     parser.add_argument("--url", default="ws://127.0.0.1:8080", help="server base URL")
     parser.add_argument("--session", help="session id (default: random)")
+    parser.add_argument(
+        "--token", help="learner credential to resume a session (default: $LVA_TOKEN, or a new one)"
+    )
     parser.add_argument("--mode", choices=("continuous", "push_to_talk"), default="continuous")
     parser.add_argument("--out", default="reply.wav", help="where to save the reply audio")
     parser.add_argument("--fast", action="store_true", help="send faster than real time")
