@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Make sure what the browser end-to-end tests and the Prometheus tests need is present;
+# Make sure what the browser end-to-end tests, the Prometheus tests and the speech tests
+# need is present;
 # called by `make test` as
 #   bash scripts/ensure-test-deps.sh .venv/bin/python
 # Idempotent and quick when everything is there. Chromium comes from Debian (Playwright's
@@ -58,5 +59,19 @@ fi
 
 if [ -x "$PROMETHEUS" ] && [ -x "$PROMTOOL" ]; then
   echo "ensure-test-deps: Prometheus tests ready ($("$PROMETHEUS" --version 2>&1 | head -1))"
+fi
+
+# Test speech with other voices than Piper's (the endpointer's espeak-ng cases).
+SPEECH_TESTS="The espeak-ng speech tests (tests/unit/test_audio_endpointer.py) will be SKIPPED."
+if ! command -v espeak-ng >/dev/null 2>&1 || ! command -v sox >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "ensure-test-deps: installing espeak-ng and sox from Debian (apt-get)..."
+    export DEBIAN_FRONTEND=noninteractive
+    if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends espeak-ng sox; }; then
+      warn "apt-get could not install espeak-ng and sox." "$SPEECH_TESTS"
+    fi
+  else
+    warn "espeak-ng or sox is missing and cannot be installed here: apt-get install espeak-ng sox" "$SPEECH_TESTS"
+  fi
 fi
 exit 0

@@ -101,6 +101,12 @@ class ServerProcess:
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read() or b"null")
 
+    def learner(self) -> str:
+        """A new learner's credential (`POST /api/learners`)."""
+        status, body = self.post_json("/api/learners", {})
+        assert status == 201, body
+        return str(body["learner_token"])
+
     def post_json(self, path: str, body: object, headers: dict[str, str] | None = None):
         data = json.dumps(body).encode()
         req = urllib.request.Request(

@@ -130,7 +130,7 @@ async def test_barge_in_stops_reply_audio(server, speech):
 
 
 async def test_bad_input_gets_errors_and_session_goes_on(server):
-    async with websockets.connect(server.ws + "/ws/e2e-bad") as ws:
+    async with websockets.connect(f"{server.ws}/ws/e2e-bad?token={server.learner()}") as ws:
         assert json.loads(await ws.recv())["type"] == "ready"
 
         async def expect_error(payload, code):
@@ -172,9 +172,9 @@ def test_http_edges(server):
     assert body["service"] == "learning-voice-agent"
     status, body = server.post_json("/api/conversation", {"text": "I learned about volcanoes"})
     assert status == 200 and "volcanoes" in body["agent_text"].lower()
-    sid = body["session_id"]
+    sid, mine = body["session_id"], {"Authorization": f"Bearer {body['learner_token']}"}
     status, again = server.post_json(
-        "/api/conversation", {"session_id": sid, "text": "Also about earthquakes"}
+        "/api/conversation", {"session_id": sid, "text": "Also about earthquakes"}, mine
     )
     assert status == 200 and again["session_id"] == sid
     for bad, code in (
@@ -191,9 +191,10 @@ def test_http_edges(server):
 def test_graceful_shutdown_flushes_captures(tmp_path):
     proc = ServerProcess(tmp_path).start()
     try:
+        mine = {"Authorization": f"Bearer {proc.learner()}"}
         for i in range(5):
             status, _ = proc.post_json(
-                "/api/conversation", {"session_id": "flush", "text": f"fact number {i}"}
+                "/api/conversation", {"session_id": "flush", "text": f"fact number {i}"}, mine
             )
             assert status == 200
     finally:

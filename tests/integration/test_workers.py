@@ -43,8 +43,8 @@ def _drop_keys(prefix: str) -> None:
         r.delete(*keys)
 
 
-async def _ws_text_turn(base_ws: str, session_id: str, text: str) -> str:
-    async with websockets.connect(f"{base_ws}/ws/{session_id}") as ws:
+async def _ws_text_turn(base_ws: str, session_id: str, text: str, token: str) -> str:
+    async with websockets.connect(f"{base_ws}/ws/{session_id}?token={token}") as ws:
         assert json.loads(await ws.recv())["type"] == "ready"
         await ws.send(json.dumps({"type": "start", "tts": False}))
         await ws.send(json.dumps({"type": "text", "text": text}))
@@ -55,8 +55,8 @@ async def _ws_text_turn(base_ws: str, session_id: str, text: str) -> str:
                     return msg["text"]
 
 
-async def _ws_end(base_ws: str, session_id: str) -> str:
-    async with websockets.connect(f"{base_ws}/ws/{session_id}") as ws:
+async def _ws_end(base_ws: str, session_id: str, token: str) -> str:
+    async with websockets.connect(f"{base_ws}/ws/{session_id}?token={token}") as ws:
         await ws.recv()  # ready
         await ws.send(json.dumps({"type": "end"}))
         async with asyncio.timeout(10):
@@ -71,6 +71,8 @@ async def test_conversation_moves_between_instances(tmp_path: Path) -> None:
     sid = f"moving-{uuid.uuid4().hex[:8]}"
     async with temp_database() as dsn:
         env = {**FAST, "REDIS_URL": REDIS_URL, "REDIS_KEY_PREFIX": prefix, "DATABASE_URL": dsn}
+        # Instances share the secret that signs learner tokens (one learner, both sides).
+        env["AUTH_SECRET"] = uuid.uuid4().hex * 2
         a = ServerProcess(tmp_path / "a", env=env)
         b = ServerProcess(tmp_path / "b", env=env)
         for s in (a, b):
@@ -79,23 +81,28 @@ async def test_conversation_moves_between_instances(tmp_path: Path) -> None:
             a.start()
             b.start()
             # Turn 1 on instance A, over the voice WebSocket (typed turn).
-            first = await _ws_text_turn(a.ws, sid, "I am learning about photosynthesis today")
+            token = a.learner()
+            mine = {"Authorization": f"Bearer {token}"}
+            first = await _ws_text_turn(
+                a.ws, sid, "I am learning about photosynthesis today", token
+            )
             assert "photosynthesis" in first.lower()
             # Turn 2 on instance B, over HTTP: the coach links it to turn 1 from A.
             status, body = b.post_json(
                 "/api/conversation",
                 {"session_id": sid, "text": "Mitochondria release energy from glucose"},
+                mine,
             )
             assert status == 200, body
             assert "which you mentioned earlier" in body["agent_text"]
             assert "photosynthesis" in body["agent_text"].lower()
             # Back on A: the recap covers both instances' turns.
-            summary = await _ws_end(a.ws, sid)
+            summary = await _ws_end(a.ws, sid, token)
             assert "photosynthesis" in summary.lower() and "mitochondria" in summary.lower()
             # Both turns' captures are in the shared Postgres, visible from either side.
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
-                status, hist = a.get_json(f"/api/sessions/{sid}/history")
+                status, hist = b.get_json(f"/api/sessions/{sid}/history", mine)
                 if status == 200 and hist["count"] >= 2:
                     break
                 await asyncio.sleep(0.2)
