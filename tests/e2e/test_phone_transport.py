@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
+from pathlib import Path
 
 import pytest
 import websockets
@@ -15,7 +17,7 @@ from aiohttp.test_utils import TestServer
 from loadtest.phone_sim import PhoneCall
 from pipelines.registry import Providers
 from server.app import create_app
-from server.appkeys import ENGINE, STORAGE
+from server.appkeys import ENGINE, IDENTITY, SETTINGS, STORAGE
 from server.settings import Settings
 from server.transports.twilio_media import session_id_for
 from tests.fakes_engine import ScriptedLLM, ScriptedSTT, ToneTTS
@@ -129,3 +131,29 @@ async def test_a_call_without_start_or_with_a_foreign_format_opens_no_session(ph
         await ws.send(json.dumps({"event": "stop"}))
         await asyncio.wait_for(ws.wait_closed(), 5)
     assert not phone.app[ENGINE].lifecycle.sessions
+
+
+async def test_a_callers_captures_follow_their_number_across_calls(phone, caplog):
+    """The learner of a call is a keyed hash of the caller's number: the same number finds
+    its earlier calls, another number does not, and the number itself is stored nowhere."""
+    caplog.set_level(logging.DEBUG)
+    number = "+15550102030"
+    for sid in ("CAfirst", "CAsecond"):
+        async with PhoneCall(_url(phone), call_sid=sid, parameters={"from": number}) as call:
+            _, end = await call.say(synth("Count for me please.", 8000) + silence(0.8, 8000))
+            await call.wait_media(end - 0.8, timeout=10)
+        assert await _history(phone, f"call-{sid}")
+    async with PhoneCall(_url(phone), call_sid="CAother", parameters={"from": "+15559990000"}):
+        pass
+    app = phone.app
+    captures = app[STORAGE].captures
+    caller = app[IDENTITY].caller(number)
+    listed = {s.session_id for s in await captures.list_sessions(caller.id, 10)}
+    assert listed == {"call-CAfirst", "call-CAsecond"}
+    other = app[IDENTITY].caller("+15559990000")
+    assert await captures.session_owner("call-CAother") == other.id != caller.id
+    assert "phone call started" in caplog.text and "5550102030" not in caplog.text
+    db = Path(app[SETTINGS].database_path)
+    for path in (db, db.with_name(db.name + "-wal")):  # the file and its write-ahead log
+        stored = await asyncio.to_thread(path.read_bytes)
+        assert stored and b"5550102030" not in stored
