@@ -379,3 +379,52 @@ async def test_the_page_and_private_answers_carry_their_headers(client: TestClie
     token, sid = await learner_a(client)
     resp = await client.get(f"/api/sessions/{sid}/history", headers=bearer(token))
     assert resp.headers["Cache-Control"] == "no-store"
+
+
+async def test_an_identity_providers_token_names_the_learner_end_to_end(tmp_path: Path) -> None:
+    from aiohttp import web
+
+    from tests.security.test_credentials import AUD, ISS, Provider
+
+    provider = Provider()
+    jwks_app = web.Application()
+
+    async def jwks(request: web.Request) -> web.Response:
+        return web.json_response(provider.jwks())
+
+    jwks_app.router.add_get("/jwks", jwks)
+    jwks_server = TestServer(jwks_app, host="127.0.0.1")
+    await jwks_server.start_server()
+    oidc = {
+        "oidc_issuer": ISS,
+        "oidc_audience": AUD,
+        "oidc_jwks_url": f"http://127.0.0.1:{jwks_server.port}/jwks",
+    }
+    try:
+        async with make_client(tmp_path, **oidc) as client:
+            token = provider.token(sub="ada@example.com")
+            me = await (await client.get("/api/me", headers=bearer(token))).json()
+            assert me["learner_id"].startswith("oidc_") and "ada" not in me["learner_id"]
+            status, body = await say(client, "Lovelace notes on the analytical engine", token)
+            assert status == 200 and "learner_token" not in body
+            await flushed(client)
+            # The same person on another device (another token, same subject) sees it.
+            again = provider.token(sub="ada@example.com")
+            found = await client.post("/api/search", json={"query": "analytical engine"},
+                                      headers=bearer(again))  # fmt: skip
+            assert [r["session_id"] for r in (await found.json())["results"]] == [
+                body["session_id"]
+            ]
+            # Another subject does not; a token for another audience is refused.
+            other = provider.token(sub="bob@example.com")
+            found = await client.post(
+                "/api/search", json={"query": "analytical engine"}, headers=bearer(other)
+            )
+            assert (await found.json())["results"] == []
+            wrong = provider.token(sub="ada@example.com", aud="another-app")
+            assert (await client.get("/api/me", headers=bearer(wrong))).status == 401
+            # The server's own anonymous tokens still work beside the provider's.
+            anon = (await (await client.post("/api/learners")).json())["learner_token"]
+            assert (await client.get("/api/me", headers=bearer(anon))).status == 200
+    finally:
+        await jwks_server.close()
