@@ -99,10 +99,13 @@ class Lifecycle:
         #: Live transports and their session ids (closed with 1001 on shutdown).
         self.transports: dict[Transport, str] = {}
         self._ended = asyncio.Condition()
+        #: Connections admitted by the gate and capacity, still being checked by the
+        #: authority (a credential, a database round trip): they hold a slot meanwhile.
+        self._admitting = 0
 
     @property
     def full(self) -> bool:
-        return len(self.sessions) >= self.max_sessions
+        return len(self.sessions) + self._admitting >= self.max_sessions
 
     def refusal(self) -> Refusal | None:
         reason = self._gate.refusal()
@@ -165,12 +168,15 @@ class Lifecycle:
             return refusal
         if opening.late_credential:
             return None
+        self._admitting += 1
         try:
             return await self._authority.admit(
                 opening.session_id, opening.credential, opening.caller
             )
         except Refused as exc:
             return exc.refusal
+        finally:
+            self._admitting -= 1
 
     async def _converse(
         self, transport: Transport, session: Session, admission: Admission | None

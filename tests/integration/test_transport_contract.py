@@ -228,3 +228,33 @@ async def test_shutdown_closes_every_live_transport_with_1001(world) -> None:
     async with asyncio.timeout(5):
         await serving
     assert peer.close_code == 1001 and not engine.lifecycle.transports
+
+
+async def test_capacity_counts_connections_still_being_admitted(tmp_path) -> None:
+    """Two callers whose credentials take a while to check, one slot: one gets in."""
+
+    class SlowAuthority:
+        async def admit(self, session_id: str, credential: str | None, caller: str | None):
+            await asyncio.sleep(0.1)
+            return Admission(f"learner-of-{session_id}")
+
+    settings = Settings.from_env({}, max_sessions=1, database_path=str(tmp_path / "c.db"))
+    providers = Providers(stt=ScriptedSTT([]), llm=ScriptedLLM(REPLY), tts=ToneTTS(0.2))
+    engine = Engine(
+        settings, DictStore(), ListSink(), providers=providers, authority=SlowAuthority()
+    )
+    try:
+        one, two = MemoryTransport("slow-1"), MemoryTransport("slow-2")
+        serving = [asyncio.create_task(engine.lifecycle.serve(t)) for t in (one, two)]
+        await asyncio.sleep(0.3)
+        admitted = [t for t in (one, two) if t.greeted]
+        refused = [t for t in (one, two) if t.refused is not None]
+        assert len(admitted) == 1 and len(refused) == 1
+        assert refused[0].refused == Refusal("server full", CLOSE_UNAVAILABLE, "unavailable")
+        assert [s.learner_id for s in engine.lifecycle.sessions] == [
+            f"learner-of-{admitted[0].session_id}"
+        ]
+        admitted[0].inbox.put_nowait(("hang_up", None))
+        await asyncio.gather(*serving)
+    finally:
+        await engine.close()
