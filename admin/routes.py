@@ -1,6 +1,6 @@
 """Admin API handlers (`/admin/api/*`), the dashboard page and `/metrics`.
 
-Every `/admin/api/*` handler is wrapped by `_guarded`: no key configured -> 503
+Every `/admin/api/*` handler is wrapped by `guarded`: no key configured -> 503
 (`admin_disabled`: the surface is closed, never open); a client over its failure budget
 -> 429 with `Retry-After`; missing or wrong `X-Admin-Key` -> 401. The dashboard page and
 its static files need no key: they hold no data, and ask for the key in the browser.
@@ -181,7 +181,7 @@ class AdminApi:
         return resp
 
     def routes(self) -> list[web.AbstractRouteDef]:
-        g = self._guarded
+        g = self.guarded
         return [
             web.get("/admin", self.dashboard_redirect, allow_head=False),
             web.get("/admin/", self.dashboard),
