@@ -132,7 +132,7 @@ def search_until_found(
     hits = page.locator("#results li.hit").filter(has=page.locator(f"a:text-is('{session_id}')"))
     for _ in range(int(timeout / 0.5)):
         page.click("#search-form button[type=submit]")
-        page.wait_for_function("!document.getElementById('results').hasAttribute('aria-busy')")
+        page.wait_for_function("() => !document.querySelector('#results[aria-busy]')")
         for i in range(hits.count()):
             if expect.lower() in hits.nth(i).locator(".q").inner_text().lower():
                 return hits.nth(i)
@@ -331,7 +331,7 @@ def test_server_error_is_shown_and_the_page_retries(page: Any, server: Server) -
     finally:
         _admin(server, {"enabled": False})
     wait_lva(page, "s.connection === 'open'", 30)
-    page.wait_for_function("!document.querySelector('#notices [data-key=conn]')")
+    page.wait_for_function("() => !document.querySelector('#notices [data-key=conn]')")
 
 
 def test_mic_denied_is_explained(playwright: Any, server: Server) -> None:
