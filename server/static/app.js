@@ -1,13 +1,18 @@
-// The page: wires the connection, microphone, player, conversation log and search view.
+// The page: wires the connection, microphone, player, conversation log, and the search
+// and history views.
 
+import { apiError, apiFetch } from "./api.js";
 import { MicCapture } from "./capture.js";
-import { Connection } from "./connection.js";
+import { CLOSE_DELETED, CLOSE_NOT_FOUND, CLOSE_UNAUTHORIZED, Connection } from "./connection.js";
 import { ConversationLog } from "./convo.js";
-import { ReplyPlayer } from "./player.js";
-import { SearchView, apiError } from "./search.js";
+import { download } from "./download.js";
+import { HistoryView } from "./history.js";
 import { hooks, syncHooks } from "./hooks.js";
+import { dropToken, ensureToken, onLearnerChange, saveToken } from "./learner.js";
 import { Notices } from "./notices.js";
-import { newSessionId, saveSessionId, storedSessionId } from "./session.js";
+import { ReplyPlayer } from "./player.js";
+import { SearchView } from "./search.js";
+import { hasStoredSessionId, newSessionId, saveSessionId, storedSessionId } from "./session.js";
 
 const $ = (id) => document.getElementById(id);
 const OUTPUT_RATE = 24000;
@@ -24,8 +29,7 @@ const ui = {
   vad: $("vad"),
   agent: $("agent-state"),
   sessionId: $("session-id"),
-  historyLink: $("history-link"),
-  exportLink: $("export-link"),
+  exportSession: $("export-session"),
 };
 
 const notices = new Notices($("notices"));
@@ -38,7 +42,9 @@ const player = new ReplyPlayer(ctx, (playing) => {
   syncHooks();
 });
 
+const restored = hasStoredSessionId(); // a reload: the session may have a past to show
 let sessionId = storedSessionId();
+let forgetting = false;
 let mode = localStorage.getItem(MODE_KEY) === "continuous" ? "continuous" : "push_to_talk";
 let talking = false;
 let micOpening = null;
@@ -89,7 +95,9 @@ function onStatus(s) {
     player.stop();
     talking = false;
     renderTalk();
-    if (s.delayMs !== undefined) {
+    if (s.code === CLOSE_UNAUTHORIZED) {
+      ui.conn.textContent = "Reconnecting…"; // with a new credential, in a moment
+    } else if (s.delayMs !== undefined) {
       const secs = Math.max(1, Math.round(s.delayMs / 1000));
       ui.conn.textContent = `Offline, retrying in ${secs} s`;
       notices.show(
@@ -104,13 +112,21 @@ function onStatus(s) {
     }
   } else if (s.state === "closed") {
     ui.conn.textContent = "Disconnected";
-    if (s.reason) notices.show("conn", s.reason);
+    if (s.code === CLOSE_NOT_FOUND || s.code === CLOSE_DELETED) {
+      // Not this learner's (any more): carry on in a new session.
+      notices.show("session", `${s.reason} A new session has started.`, { timeoutMs: 8000, kind: "info" });
+      switchSession(newSessionId(), { past: false });
+    } else if (s.reason) {
+      notices.show("conn", s.reason);
+    }
   }
   syncHooks();
 }
 
 function onMessage(msg) {
   hooks.messages[msg.type] = (hooks.messages[msg.type] || 0) + 1;
+  // A credential the server issued (`ready` or `credential`): this browser's from now on.
+  if (typeof msg.learner_token === "string") saveToken(msg.learner_token);
   switch (msg.type) {
     case "ready":
       hooks.sessionId = msg.session_id;
@@ -313,21 +329,25 @@ $("text-form").addEventListener("submit", (e) => {
 
 // ------------------------------------------------------------------- session
 function showSession() {
-  const id = encodeURIComponent(sessionId);
   ui.sessionId.textContent = sessionId;
-  ui.historyLink.href = `/api/sessions/${id}/history`;
-  ui.exportLink.href = `/api/sessions/${id}/export?format=markdown`;
   hooks.sessionId = sessionId;
+  syncHooks();
 }
 
+/** Show the session's earlier exchanges (`/history`) before its live turns. */
 async function loadHistory() {
+  const forSession = sessionId;
+  hooks.historyLoaded = 0;
   try {
-    const res = await fetch(`/api/sessions/${encodeURIComponent(sessionId)}/history`);
+    const res = await apiFetch(`/api/sessions/${encodeURIComponent(forSession)}/history`);
+    if (forSession !== sessionId) return; // the tab moved on meanwhile
     if (!res.ok) {
+      // 404: a new session, nothing said in it yet
       if (res.status !== 404) notices.show("history", `Could not load this session's history: ${await apiError(res)}`);
       return;
     }
     const data = await res.json();
+    if (forSession !== sessionId) return;
     const captures = Array.isArray(data.captures) ? data.captures : [];
     for (const c of [...captures].reverse()) log.past(c);
     hooks.historyLoaded = captures.length;
@@ -337,16 +357,87 @@ async function loadHistory() {
   syncHooks();
 }
 
-$("new-session").addEventListener("click", () => {
+/** Make `id` this tab's session: close the connection, reconnect under `id`, and (for a
+ * session with a past) show its earlier exchanges. */
+function switchSession(id, { past = true } = {}) {
+  talkEnd();
   conn.close();
   stopPlayback();
-  sessionId = newSessionId();
+  sessionId = id;
   saveSessionId(sessionId);
   log.clear();
+  hooks.historyLoaded = 0;
   showSession();
   conn = makeConnection();
   conn.connect();
+  if (past) loadHistory();
+}
+
+function openSession(id) {
+  if (id !== sessionId) switchSession(id);
+  if (location.hash !== "#talk") location.hash = "#talk";
+}
+
+$("new-session").addEventListener("click", () => switchSession(newSessionId(), { past: false }));
+
+ui.exportSession.addEventListener("click", async () => {
+  const id = sessionId;
+  try {
+    await download(`/api/sessions/${encodeURIComponent(id)}/export?format=markdown`, `session-${id}.md`);
+    notices.clear("export");
+  } catch (err) {
+    notices.show("export", `Could not export this session: ${err.message}`, { timeoutMs: 8000 });
+  }
 });
+
+// This browser became another learner (a refused credential was replaced, here or in
+// another tab): the current session was the previous learner's, so start a new one.
+onLearnerChange(() => {
+  hooks.learnerChanges += 1;
+  if (forgetting) return; // another tab saw the same forgetting first: this page starts over anyway
+  notices.show("learner", "This browser's previous learner is gone (forgotten or expired): you are starting afresh.", {
+    timeoutMs: 8000,
+    kind: "info",
+  });
+  switchSession(newSessionId(), { past: false });
+  if (!$("history-view").hidden) historyView.load();
+});
+
+/** Forget me: everything of this learner is deleted; the page starts over as a new one. */
+async function forgetMe() {
+  forgetting = true;
+  try {
+    await forget();
+  } finally {
+    forgetting = false;
+  }
+}
+
+async function forget() {
+  talkEnd();
+  conn.close();
+  stopPlayback();
+  const reconnect = () => {
+    conn = makeConnection();
+    conn.connect();
+  };
+  let res;
+  let token;
+  try {
+    token = await ensureToken();
+    res = await apiFetch("/api/me", { method: "DELETE" });
+  } catch {
+    reconnect();
+    throw new Error("the server is unreachable; nothing was deleted. Try again in a moment.");
+  }
+  if (!res.ok) {
+    reconnect();
+    throw new Error(await apiError(res));
+  }
+  dropToken(token);
+  hooks.forgotten += 1;
+  switchSession(newSessionId(), { past: false });
+}
 
 // ------------------------------------------------------------------- views
 const search = new SearchView({
@@ -360,23 +451,49 @@ const search = new SearchView({
     hooks.searchResults = hits.length;
     syncHooks();
   },
+  onOpenSession: openSession,
 });
 
+const historyView = new HistoryView({
+  list: $("sessions"),
+  status: $("history-status"),
+  exportAll: $("export-all"),
+  forget: $("forget-me"),
+  sessionId: () => sessionId,
+  onOpen: openSession,
+  onDeleted: (id) => {
+    hooks.sessionsDeleted += 1;
+    syncHooks();
+    if (id === sessionId) switchSession(newSessionId(), { past: false });
+  },
+  onForget: forgetMe,
+  onLoaded: (sessions) => {
+    hooks.historySessions = sessions.length;
+    syncHooks();
+  },
+});
+
+const VIEWS = ["talk", "search", "history"];
+
 function route() {
-  const view = location.hash === "#search" ? "search" : "talk";
-  $("talk-view").hidden = view !== "talk";
-  $("search-view").hidden = view !== "search";
-  $("nav-talk").toggleAttribute("aria-current", view === "talk");
-  $("nav-search").toggleAttribute("aria-current", view === "search");
-  if (view === "talk") $("nav-talk").setAttribute("aria-current", "page");
-  else $("nav-search").setAttribute("aria-current", "page");
-  if (view === "search") talkEnd();
+  // Other fragments (the skip link's #main) keep the view.
+  const asked = location.hash.slice(1);
+  const view = VIEWS.includes(asked) ? asked : location.hash === "#main" ? hooks.view : "talk";
+  for (const name of VIEWS) {
+    $(`${name}-view`).hidden = view !== name;
+    const link = $(`nav-${name}`);
+    if (view === name) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  if (view !== "talk") talkEnd();
+  if (view === "history") historyView.load();
   hooks.view = view;
   syncHooks();
 }
 window.addEventListener("hashchange", () => {
   route();
-  (location.hash === "#search" ? $("search-input") : $("main")).focus();
+  const focus = { search: "search-input", history: "history-title" }[hooks.view] || "main";
+  $(focus).focus();
 });
 window.addEventListener("online", () => conn.retryNow());
 
@@ -393,6 +510,6 @@ for (const type of ["pointerdown", "keydown"]) {
 showSession();
 renderTalk();
 route();
-loadHistory();
+if (restored) loadHistory();
 conn.connect();
 if (mode === "continuous") ensureMic();

@@ -29,6 +29,10 @@ export const hooks = {
   errors: [],
   reconnects: 0,
   historyLoaded: 0,
+  historySessions: -1,
+  sessionsDeleted: 0,
+  forgotten: 0,
+  learnerChanges: 0,
   searchResults: -1,
   messages: {},
 };

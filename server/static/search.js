@@ -1,23 +1,14 @@
-// The search view: `POST /api/search` and a list of hits with safely highlighted snippets.
+// The search view: `POST /api/search` over all of the learner's sessions (or only the
+// current one) and a list of hits with safely highlighted snippets.
 
+import { apiError, apiPost } from "./api.js";
 import { el, formatTime, snippetFragment } from "./markup.js";
 
 const LIMIT = 20;
 
-/** The message of a JSON API error body, or a generic one. */
-export async function apiError(response) {
-  try {
-    const body = await response.json();
-    if (body && body.error && body.error.message) return `${body.error.message} (${body.error.code})`;
-  } catch {
-    // not JSON
-  }
-  return `The server answered ${response.status} ${response.statusText}.`;
-}
-
 export class SearchView {
-  constructor({ form, input, mine, status, results, sessionId, onSearched }) {
-    Object.assign(this, { form, input, mine, status, results, sessionId, onSearched });
+  constructor({ form, input, mine, status, results, sessionId, onSearched, onOpenSession }) {
+    Object.assign(this, { form, input, mine, status, results, sessionId, onSearched, onOpenSession });
     this.pending = null;
     form.addEventListener("submit", (e) => {
       e.preventDefault();
@@ -42,12 +33,7 @@ export class SearchView {
     let data;
     try {
       const timer = setTimeout(() => ctl.abort(), 15000);
-      const res = await fetch("/api/search", {
-        method: "POST",
-        headers: { "Content-Type": "application/json", Accept: "application/json" },
-        body: JSON.stringify(body),
-        signal: ctl.signal,
-      });
+      const res = await apiPost("/api/search", body, { signal: ctl.signal });
       clearTimeout(timer);
       if (!res.ok) {
         this.fail(`Search failed: ${await apiError(res)}`);
@@ -63,10 +49,12 @@ export class SearchView {
       );
       return;
     } finally {
-      if (this.pending === ctl) this.pending = null;
-      this.results.removeAttribute("aria-busy");
+      if (this.pending === ctl) {
+        this.pending = null;
+        this.results.removeAttribute("aria-busy");
+      }
     }
-    this.render(query, Array.isArray(data.results) ? data.results : []);
+    this.render(query, Array.isArray(data.results) ? data.results : [], "session_id" in body);
   }
 
   fail(message) {
@@ -74,13 +62,14 @@ export class SearchView {
     this.status.dataset.error = "true";
   }
 
-  render(query, hits) {
+  render(query, hits, onlyThisSession) {
     delete this.status.dataset.error;
     this.results.replaceChildren(...hits.map((hit) => this.item(hit)));
+    const where = onlyThisSession ? "in this session" : "in all your sessions";
     this.status.textContent =
       hits.length === 0
-        ? `No captures match “${query}”.`
-        : `${hits.length} capture${hits.length === 1 ? "" : "s"} for “${query}”.`;
+        ? `No captures match “${query}” ${where}.`
+        : `${hits.length} capture${hits.length === 1 ? "" : "s"} for “${query}” ${where}.`;
     this.results.dataset.count = String(hits.length);
     if (this.onSearched) this.onSearched(hits);
   }
@@ -90,12 +79,25 @@ export class SearchView {
     snippet.append(snippetFragment(hit.snippet || ""));
     const you = el("p", { class: "q" }, el("span", { class: "who" }, "You"), " ", hit.user_text || "");
     const agent = el("p", { class: "a" }, el("span", { class: "who" }, "Agent"), " ", hit.agent_text || "");
+    const current = hit.session_id === this.sessionId();
+    const open = el(
+      "button",
+      {
+        type: "button",
+        class: "link session-link",
+        "data-session": hit.session_id,
+        "aria-label": current ? "Back to this session" : `Open session ${hit.session_id}`,
+      },
+      hit.session_id,
+    );
+    open.addEventListener("click", () => this.onOpenSession && this.onOpenSession(hit.session_id));
     const meta = el(
       "p",
       { class: "meta" },
       el("time", { datetime: hit.timestamp || "" }, formatTime(hit.timestamp)),
       " · session ",
-      el("a", { href: `/api/sessions/${encodeURIComponent(hit.session_id)}/export?format=markdown` }, hit.session_id),
+      open,
+      current ? " (this session)" : null,
     );
     return el("li", { class: "hit card", "data-id": hit.id }, snippet, you, agent, meta);
   }

@@ -18,6 +18,15 @@ export function saveSessionId(id) {
   }
 }
 
+/** Whether this tab already has a session id (a reload), as opposed to a new tab. */
+export function hasStoredSessionId() {
+  try {
+    return VALID.test(sessionStorage.getItem(KEY) || "");
+  } catch {
+    return false;
+  }
+}
+
 export function storedSessionId() {
   let id = null;
   try {

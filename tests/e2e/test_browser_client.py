@@ -129,10 +129,12 @@ def search_until_found(
     return it. Captures are written in batches off the hot path, so the first searches
     may not see the newest one yet."""
     page.fill("#search-input", query)
-    hits = page.locator("#results li.hit").filter(has=page.locator(f"a:text-is('{session_id}')"))
+    hits = page.locator("#results li.hit").filter(
+        has=page.locator(f".session-link[data-session='{session_id}']")
+    )
     for _ in range(int(timeout / 0.5)):
         page.click("#search-form button[type=submit]")
-        page.wait_for_function("!document.getElementById('results').hasAttribute('aria-busy')")
+        page.wait_for_function("() => !document.querySelector('#results[aria-busy]')")
         for i in range(hits.count()):
             if expect.lower() in hits.nth(i).locator(".q").inner_text().lower():
                 return hits.nth(i)
@@ -140,9 +142,7 @@ def search_until_found(
     pytest.fail(f"search {query!r} never found {expect!r}: {texts(page, '#results .q')}")
 
 
-def test_push_to_talk_voice_turns_typed_turn_and_search(
-    page: Any, server: Server, workdir: Path
-) -> None:
+def test_push_to_talk_voice_turns_typed_turn_and_search(page: Any, workdir: Path) -> None:
     session_id = lva(page, "sessionId")
     talk = page.locator("#talk")
 
@@ -196,11 +196,13 @@ def test_push_to_talk_voice_turns_typed_turn_and_search(
     assert "bold" in [m.lower() for m in hit.locator(".snippet mark").all_inner_texts()]
     assert page.locator("#results b, #results img").count() == 0
 
-    # The export link downloads this session's transcript.
-    href = page.get_attribute("#export-link", "href")
-    assert href == f"/api/sessions/{session_id}/export?format=markdown"
-    with urllib.request.urlopen(server.url + href, timeout=10) as r:
-        markdown = r.read().decode()
+    # Export downloads this session's transcript (an authorised fetch saved as a file).
+    page.click("#nav-talk")
+    with page.expect_download(timeout=10_000) as info:
+        page.click("#export-session")
+    assert info.value.suggested_filename == f"session-{session_id}.md"
+    info.value.save_as(workdir / "export.md")
+    markdown = (workdir / "export.md").read_text()
     assert f"# Learning session {session_id}" in markdown and "bold" in markdown
 
 
@@ -331,7 +333,7 @@ def test_server_error_is_shown_and_the_page_retries(page: Any, server: Server) -
     finally:
         _admin(server, {"enabled": False})
     wait_lva(page, "s.connection === 'open'", 30)
-    page.wait_for_function("!document.querySelector('#notices [data-key=conn]')")
+    page.wait_for_function("() => !document.querySelector('#notices [data-key=conn]')")
 
 
 def test_mic_denied_is_explained(playwright: Any, server: Server) -> None:
