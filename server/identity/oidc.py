@@ -26,6 +26,9 @@ from server.identity.tokens import check_shape, decode_claims, subject
 log = logging.getLogger(__name__)
 
 ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA")
+#: Which algorithms a key of each JWK type may verify (a token names its algorithm and its
+#: key separately; the two must fit, or PyJWT is handed a key it cannot use).
+KEY_ALGORITHMS = {"RSA": ("RS", "PS"), "EC": ("ES",), "OKP": ("EdDSA",)}
 MAX_JWKS_BYTES = 256 * 1024
 
 #: Fetches the JWKS document (a URL in, parsed JSON out); tests may pass their own.
@@ -36,10 +39,14 @@ async def fetch_json(url: str, timeout_s: float = 5.0) -> dict[str, Any]:
     client_timeout = aiohttp.ClientTimeout(total=timeout_s)
     async with aiohttp.ClientSession(timeout=client_timeout) as http, http.get(url) as response:
         response.raise_for_status()
-        body = await response.content.read(MAX_JWKS_BYTES + 1)
-    if len(body) > MAX_JWKS_BYTES:
-        raise ValueError("JWKS document too large")
-    doc = json.loads(body)
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.content.iter_chunked(64 * 1024):
+            size += len(chunk)
+            if size > MAX_JWKS_BYTES:
+                raise ValueError("JWKS document too large")
+            chunks.append(chunk)
+    doc = json.loads(b"".join(chunks))
     if not isinstance(doc, dict):
         raise ValueError("JWKS document is not an object")
     return doc
@@ -71,6 +78,7 @@ class OidcVerifier:
         self._clock = clock
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fetched_at = float("-inf")
+        self._last_fetch_ok = False
         self._lock = asyncio.Lock()
 
     async def verify(self, token: str) -> str:
@@ -84,6 +92,10 @@ class OidcVerifier:
         if alg not in ALGORITHMS:
             raise CredentialError("invalid_token", "the credential's algorithm is not accepted")
         key = await self._key(header.get("kid"))
+        if not alg.startswith(KEY_ALGORITHMS.get(key.key_type, ())):
+            raise CredentialError(
+                "invalid_token", "the credential's algorithm does not fit its key"
+            )
         claims = decode_claims(
             token, key.key, alg, audience=self.audience, issuer=self.issuer, now=self._clock()
         )
@@ -97,6 +109,10 @@ class OidcVerifier:
             await self._refresh(force=stale)
         key = self._keys.get(kid)
         if key is None:
+            if not self._last_fetch_ok:  # maybe a new key we could not fetch: not their fault
+                raise CredentialError(
+                    "identity_provider_unavailable", "the credential cannot be checked now"
+                )
             raise CredentialError("invalid_token", "the credential's signing key is unknown")
         return key
 
@@ -110,9 +126,7 @@ class OidcVerifier:
                 keys = jwt.PyJWKSet.from_dict(doc).keys
             except Exception as exc:
                 log.warning("could not fetch the identity provider's keys: %s", type(exc).__name__)
-                if not self._keys:
-                    raise CredentialError(
-                        "identity_provider_unavailable", "the credential cannot be checked now"
-                    ) from None
-                return
+                self._last_fetch_ok = False
+                return  # the keys we have stay in use
+            self._last_fetch_ok = True
             self._keys = {k.key_id: k for k in keys if k.key_id}

@@ -81,26 +81,29 @@ def decode_claims(
                 "require": ["exp", "iat", "sub", "aud", "iss"],
                 "verify_exp": False,
                 "verify_iat": False,
+                "verify_nbf": False,
             },
         )
     except (jwt.InvalidAudienceError, jwt.InvalidIssuerError):
         raise CredentialError("invalid_token", "the credential is not for this server") from None
     except jwt.InvalidSignatureError:
         raise CredentialError("invalid_token", "the credential's signature is wrong") from None
-    except jwt.PyJWTError:
+    except (jwt.PyJWTError, TypeError, ValueError):
+        # TypeError/ValueError: a key that does not fit the algorithm (PyJWT raises them
+        # rather than one of its own errors).
         raise CredentialError("invalid_token", "the credential is malformed") from None
     check_time(claims, now)
     return claims
 
 
 def check_time(claims: dict[str, object], now: float, leeway: float = 30.0) -> None:
-    exp, iat = claims.get("exp"), claims.get("iat")
-    if not isinstance(exp, int | float) or not isinstance(iat, int | float):
+    exp, iat, nbf = claims.get("exp"), claims.get("iat"), claims.get("nbf", 0)
+    if not all(isinstance(t, int | float) for t in (exp, iat, nbf)):
         raise CredentialError("invalid_token", "the credential has no valid times")
-    if exp <= now - leeway:
+    if exp <= now - leeway:  # type: ignore[operator]
         raise CredentialError("token_expired", "the credential has expired")
-    if iat > now + leeway:
-        raise CredentialError("invalid_token", "the credential was issued in the future")
+    if iat > now + leeway or nbf > now + leeway:  # type: ignore[operator]
+        raise CredentialError("invalid_token", "the credential is not valid yet")
 
 
 def subject(claims: dict[str, object]) -> str:

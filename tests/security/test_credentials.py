@@ -251,3 +251,60 @@ async def test_an_unreachable_provider_is_a_temporary_failure_not_a_crash() -> N
     with pytest.raises(CredentialError) as info:
         await verifier.verify(token)
     assert info.value.code == "identity_provider_unavailable"
+
+
+async def test_an_algorithm_that_does_not_fit_the_named_key_is_refused_not_a_crash(idp):
+    provider, url = idp
+    provider.keys["k2"] = ec.generate_private_key(ec.SECP256R1())
+    verifier = OidcVerifier(ISS, AUD, url)
+    now = int(time.time())
+    claims = {"iss": ISS, "aud": AUD, "sub": "x", "iat": now, "exp": now + 600}
+    # Signed with the EC key but naming the RSA key, and the other way round.
+    ec_as_rsa = jwt.encode(claims, provider.keys["k2"], algorithm="ES256", headers={"kid": "k1"})
+    rsa_as_ec = jwt.encode(claims, provider.keys["k1"], algorithm="RS256", headers={"kid": "k2"})
+    for token in (ec_as_rsa, rsa_as_ec):
+        with pytest.raises(CredentialError) as info:
+            await verifier.verify(token)
+        assert info.value.code == "invalid_token"
+
+
+async def test_a_provider_that_stays_down_is_unavailable_not_a_bad_token(idp) -> None:
+    provider, _ = idp
+    down = OidcVerifier(ISS, AUD, "http://127.0.0.1:9/jwks", min_refetch_s=30)
+    for _ in range(3):  # the first try, then tries inside the refetch interval
+        with pytest.raises(CredentialError) as info:
+            await down.verify(provider.token())
+        assert info.value.code == "identity_provider_unavailable"
+
+
+async def test_a_jwks_that_arrives_in_pieces_is_read_whole() -> None:
+    provider = Provider()
+
+    async def slow_jwks(request: web.Request) -> web.StreamResponse:
+        body = json.dumps(provider.jwks()).encode()
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        for i in range(0, len(body), 300):
+            await response.write(body[i : i + 300])
+            await asyncio.sleep(0.01)
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/jwks", slow_jwks)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        verifier = OidcVerifier(ISS, AUD, f"http://127.0.0.1:{server.port}/jwks")
+        assert await verifier.verify(provider.token()) == learner_id_for(ISS, "user-42")
+    finally:
+        await server.close()
+
+
+def test_not_before_in_the_future_is_refused() -> None:
+    from server.identity.tokens import check_time
+
+    now = time.time()
+    check_time({"exp": now + 60, "iat": now, "nbf": now + 10}, now)  # within the leeway
+    with pytest.raises(CredentialError):
+        check_time({"exp": now + 600, "iat": now, "nbf": now + 300}, now)
