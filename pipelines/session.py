@@ -106,11 +106,6 @@ class Session:
         """Whose conversation this is; every capture it writes carries it."""
         return self._records.learner_id
 
-    @learner_id.setter
-    def learner_id(self, value: str) -> None:
-        """Set once the learner is known (a credential in the client's first message)."""
-        self._records.learner_id = value
-
     # ----------------------------------------------------------------- life cycle
     async def __aenter__(self) -> Session:
         async with contextlib.AsyncExitStack() as stack:

@@ -32,8 +32,6 @@ log = logging.getLogger(__name__)
 
 #: Builds a Session for an id, its outbox, `SessionConfig` overrides and its learner.
 SessionFactory = Callable[[str, Outbox, dict[str, Any], str], Session]
-#: The learner of a session whose credential is still to come (`Opening.late_credential`).
-PENDING_LEARNER = ""
 
 
 class Gate(Protocol):
@@ -118,7 +116,7 @@ class Lifecycle:
         self,
         session_id: str,
         config: dict[str, Any] | None = None,
-        learner_id: str = PENDING_LEARNER,
+        learner_id: str = "local",
     ) -> AsyncIterator[Session]:
         """A live Session (its tasks run until the block ends), counted while it lives."""
         session = self._new_session(session_id, Outbox(), config or {}, learner_id)
@@ -145,10 +143,11 @@ class Lifecycle:
             )
             await transport.refuse(admission)
             return
-        learner_id = PENDING_LEARNER if admission is None else admission.learner_id
         self.transports[transport] = opening.session_id
         try:
-            async with self.open_session(opening.session_id, opening.config, learner_id) as session:
+            async with self.open_session(
+                opening.session_id, opening.config, admission.learner_id
+            ) as session:
                 await self._converse(transport, session, admission)
         except* (ConnectionError, RuntimeError) as group:  # the peer went away mid-send
             log.info("connection lost: %r", group.exceptions[0])
@@ -160,14 +159,11 @@ class Lifecycle:
                 with contextlib.suppress(ConnectionError, RuntimeError):
                     await transport.close(CLOSE_OK, "")
 
-    async def _admit(self, opening: Opening) -> Admission | Refusal | None:
-        """The gate, capacity, then who is asking (None: a late credential, settled by the
-        transport's `bind` on the first message)."""
+    async def _admit(self, opening: Opening) -> Admission | Refusal:
+        """The gate, capacity, then who is asking: all settled before a Session exists."""
         refusal = self.refusal()
         if refusal is not None:
             return refusal
-        if opening.late_credential:
-            return None
         self._admitting += 1
         try:
             return await self._authority.admit(
@@ -178,21 +174,14 @@ class Lifecycle:
         finally:
             self._admitting -= 1
 
-    async def _converse(
-        self, transport: Transport, session: Session, admission: Admission | None
-    ) -> None:
-        async def bind(credential: str | None) -> Admission:
-            settled = await self._authority.admit(session.id, credential, None)
-            session.learner_id = settled.learner_id
-            return settled
-
+    async def _converse(self, transport: Transport, session: Session, admission: Admission) -> None:
         async with asyncio.TaskGroup() as tasks:
             sender = tasks.create_task(_send_loop(transport, session.outbox, session.id))
             watchdog = tasks.create_task(
                 watch(transport, transport.traffic, session.outbox, session.id, transport.liveness)
             )
             try:
-                await transport.opened(session, admission, bind)
+                await transport.opened(session, admission)
                 await transport.receive(session)
             finally:
                 sender.cancel()

@@ -4,7 +4,7 @@ A transport parses, validates and serialises. Everything a conversation needs be
 wire format (admission, the session, liveness, the send loop, the tasks and their end)
 belongs to `server.lifecycle.Lifecycle`, which drives every transport the same way:
 
-    opening = await transport.accept()        # handshake; None = nothing to serve
+    opening = await transport.accept()        # handshake (credential); None = nothing to serve
     refused? -> await transport.refuse(refusal)   # maintenance, full, who is asking
     async with session:                       # the lifecycle's TaskGroup runs:
         await transport.opened(session, ...)  #   greet the peer
@@ -17,7 +17,6 @@ A new transport is one file implementing `Transport`.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -45,9 +44,6 @@ class Opening:
     credential: str | None = None
     #: The caller's phone number (phone transports): the learner is derived from it.
     caller: str | None = None
-    #: No credential yet, but the peer may still present one in its first message: the
-    #: learner is settled then (`Bind`), before any of its input is processed.
-    late_credential: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,11 +71,6 @@ class Refused(Exception):
         self.refusal = refusal
 
 
-#: Settles a late credential: the token from the peer's first message (or None for a new
-#: anonymous learner) -> the admission, or `Refused`.
-Bind = Callable[[str | None], Awaitable[Admission]]
-
-
 class Transport(Protocol):
     #: Names the transport in logs ("browser", "phone", ...).
     kind: str
@@ -100,10 +91,9 @@ class Transport(Protocol):
         """Tell the peer it is not admitted, and close."""
         ...
 
-    async def opened(self, session: Session, admission: Admission | None, bind: Bind) -> None:
-        """The session is live: greet the peer (e.g. protocol v1's `ready`). `admission`
-        is None when the opening asked for a late credential: call `bind` with it (or with
-        None) on the peer's first message, before acting on that message."""
+    async def opened(self, session: Session, admission: Admission) -> None:
+        """The session is live and belongs to `admission.learner_id`: greet the peer (e.g.
+        protocol v1's `ready`, with a credential issued just now)."""
         ...
 
     async def receive(self, session: Session) -> None:

@@ -21,16 +21,14 @@ from audio.resample import SUPPORTED_RATES
 from pipelines.events import AudioFrame, Event
 from pipelines.session import MODES, Session, SessionConfig, SessionInputError
 from server.appkeys import ENGINE
-from server.liveness import LivenessConfig
+from server.liveness import CLOSE_NOT_READING, LivenessConfig
 from server.transports import direct
 from server.transports.base import (
     CLOSE_INVALID_SESSION,
     CLOSE_UNAVAILABLE,
     Admission,
-    Bind,
     Opening,
     Refusal,
-    Refused,
 )
 from server.transports.websocket import WebSocketPeer
 from server.validation import MAX_AUDIO_FRAME_BYTES, MAX_TEXT_CHARS, valid_session_id
@@ -41,6 +39,8 @@ PROTOCOL_VERSION = 1
 _CLOSING = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED)
 #: How long a silent or stalled browser is kept (tests shorten it).
 LIVENESS = LivenessConfig()
+#: A connection without `?token=` that says nothing at all for this long is closed (4408).
+FIRST_MESSAGE_TIMEOUT_S = 60.0
 
 
 def _error(code: str, message: str) -> str:
@@ -63,16 +63,51 @@ class BrowserTransport(WebSocketPeer):
     def __init__(self, request: web.Request, ws: web.WebSocketResponse, session_id: str) -> None:
         super().__init__(request, ws, LIVENESS)
         self.session_id = session_id
-        self._bind: Bind | None = None
+        #: Sent `ready` during the handshake already (a connection without `?token=`).
+        self._greeted = False
+        #: The message that settled who is asking: acted on first, once the session lives.
+        self._first: WSMessage | None = None
         #: A learner token issued for this connection, handed over in the next `ready`.
         self._issued: str | None = None
 
     async def accept(self) -> Opening | None:
+        """The learner's credential: `?token=`, or else the first message (a `start` may
+        carry `token`; anything else asks for a new anonymous learner). No session exists
+        until the credential is settled, so nothing a peer sends is acted on before."""
         if not valid_session_id(self.session_id):
             await self.close(CLOSE_INVALID_SESSION, "invalid session id")
             return None
         token = self.request.query.get("token")
-        return Opening(self.session_id, credential=token, late_credential=token is None)
+        if token is not None:
+            return Opening(self.session_id, credential=token)
+        # Clients wait for `ready` before they send `start`: greet with the defaults.
+        await self.ws.send_str(json.dumps(_ready_fields(self.session_id, SessionConfig())))
+        self._greeted = True
+        try:
+            async with asyncio.timeout(FIRST_MESSAGE_TIMEOUT_S):
+                self._first = await self._first_message()
+        except TimeoutError:
+            await self.close(CLOSE_NOT_READING, "no first message")
+            return None
+        if self._first is None:
+            return None
+        return Opening(self.session_id, credential=_start_token(self._first))
+
+    async def _first_message(self) -> WSMessage | None:
+        """The first message that says something (pings, either kind, do not)."""
+        while True:
+            msg = await self.ws.receive()
+            self.traffic.rx += 1
+            if msg.type in _CLOSING or msg.type is WSMsgType.ERROR:
+                return None
+            if msg.type is WSMsgType.PING:
+                await self.ws.pong(msg.data)
+            elif msg.type is WSMsgType.PONG:
+                continue
+            elif msg.type is WSMsgType.TEXT and _type_of(msg) == "ping":
+                await self.ws.send_str('{"type":"pong"}')
+            else:
+                return msg
 
     async def refuse(self, refusal: Refusal) -> None:
         message = refusal.reason
@@ -81,12 +116,15 @@ class BrowserTransport(WebSocketPeer):
         await self.ws.send_str(_error(refusal.error, message))
         await self.close(refusal.code, refusal.reason)
 
-    async def opened(self, session: Session, admission: Admission | None, bind: Bind) -> None:
-        if admission is None:
-            self._bind = bind
-        else:
-            self._issued = admission.issued_token
-        await self.ws.send_str(json.dumps(self.ready(session)))
+    async def opened(self, session: Session, admission: Admission) -> None:
+        self._issued = admission.issued_token
+        if not self._greeted:
+            await self.ws.send_str(json.dumps(self.ready(session)))
+        elif self._issued and _type_of(self._first) != "start":
+            # The answer to this first message is not a `ready`: hand the credential over now.
+            credential = {"type": "credential", "learner_token": self._issued}
+            self._issued = None
+            await self.ws.send_str(json.dumps(credential))
 
     def ready(self, session: Session) -> dict[str, Any]:
         message = _ready(session)
@@ -101,65 +139,40 @@ class BrowserTransport(WebSocketPeer):
             await self.ws.send_str(json.dumps(event.to_dict()))
 
     async def receive(self, session: Session) -> None:
-        first = None
-        if self._bind is not None:
-            first = await self._settle_learner()
-            if first is None:
-                return
+        first, self._first = self._first, None
         await _receive_loop(self, session, first)
 
-    async def _settle_learner(self) -> WSMessage | None:
-        """No `?token=`: the first message settles who is asking, before it is acted on (a
-        `start` may carry `token`; anything else makes a new anonymous learner). Returns
-        that message, or None if the peer left or was refused."""
-        assert self._bind is not None
-        while True:  # pings say nothing about who is asking
-            msg = await self.ws.receive()
-            self.traffic.rx += 1
-            if msg.type in _CLOSING or msg.type is WSMsgType.ERROR:
-                return None
-            if msg.type is WSMsgType.PING:
-                await self.ws.pong(msg.data)
-            elif msg.type is not WSMsgType.PONG:
-                break
-        token = _start_token(msg)
-        try:
-            admission = await self._bind(token)
-        except Refused as exc:
-            await self.refuse(exc.refusal)
-            return None
-        self._bind = None
-        self._issued = admission.issued_token
-        if self._issued and not _is_start(msg):
-            credential = {"type": "credential", "learner_token": self._issued}
-            self._issued = None
-            await self.ws.send_str(json.dumps(credential))
-        return msg
 
-
-def _start_token(msg: WSMessage) -> str | None:
-    """The `token` of a `start` message (anything unusable is a bad credential: "")."""
-    if msg.type is not WSMsgType.TEXT:
+def _type_of(msg: WSMessage | None) -> object:
+    """The `type` of a JSON text message (None for anything else)."""
+    if msg is None or msg.type is not WSMsgType.TEXT:
         return None
     try:
         message = json.loads(msg.data)
     except (ValueError, RecursionError):
         return None
-    if not isinstance(message, dict) or message.get("type") != "start" or "token" not in message:
+    return message.get("type") if isinstance(message, dict) else None
+
+
+def _start_token(msg: WSMessage) -> str | None:
+    """The `token` of a `start` message (anything unusable is a bad credential: "")."""
+    if _type_of(msg) != "start":
+        return None
+    message = json.loads(msg.data)
+    if "token" not in message:
         return None
     token = message["token"]
     return token if isinstance(token, str) else ""
 
 
-def _is_start(msg: WSMessage) -> bool:
-    return msg.type is WSMsgType.TEXT and '"start"' in msg.data
-
-
 def _ready(session: Session) -> dict[str, Any]:
-    cfg = session.config
+    return _ready_fields(session.id, session.config)
+
+
+def _ready_fields(session_id: str, cfg: SessionConfig) -> dict[str, Any]:
     return {
         "type": "ready",
-        "session_id": session.id,
+        "session_id": session_id,
         "sample_rate": cfg.input_rate,
         "output_sample_rate": cfg.output_rate,
         "mode": cfg.mode,

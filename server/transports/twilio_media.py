@@ -31,7 +31,7 @@ from pipelines.events import AudioEnd, AudioFrame, Event, Interrupted
 from pipelines.session import Session
 from server.appkeys import ENGINE
 from server.liveness import LivenessConfig
-from server.transports.base import Admission, Bind, Opening, Refusal
+from server.transports.base import Admission, Opening, Refusal
 from server.transports.websocket import WebSocketPeer
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ class TwilioCall(WebSocketPeer):
     async def refuse(self, refusal: Refusal) -> None:
         await self.close(refusal.code, "unavailable")
 
-    async def opened(self, session: Session, admission: Admission | None, bind: Bind) -> None:
+    async def opened(self, session: Session, admission: Admission) -> None:
         self.session = session
         log.info(
             "phone call started",

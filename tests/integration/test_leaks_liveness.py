@@ -100,8 +100,11 @@ async def test_silent_client_is_closed_by_the_real_app(tmp_path: Path, monkeypat
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
         async with aiohttp.ClientSession() as http:
+            async with http.post(f"http://127.0.0.1:{port}/api/learners") as resp:
+                token = (await resp.json())["learner_token"]
             # autoping off: the client does not answer the server's ping (a dead peer).
-            ws = await http.ws_connect(f"http://127.0.0.1:{port}/ws/quiet", autoping=False)
+            url = f"http://127.0.0.1:{port}/ws/quiet?token={token}"
+            ws = await http.ws_connect(url, autoping=False)
             assert json.loads((await ws.receive()).data)["type"] == "ready"
             kinds = []
             async with asyncio.timeout(5):
@@ -118,6 +121,36 @@ async def test_silent_client_is_closed_by_the_real_app(tmp_path: Path, monkeypat
         async with asyncio.timeout(3):
             while engine.lifecycle.sessions:  # noqa: ASYNC110 (an app-owned set)
                 await asyncio.sleep(0.02)
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_client_that_never_says_who_it_is_is_closed(tmp_path: Path, monkeypatch) -> None:
+    """No `?token=` and no first message: no session is ever made, and the connection is
+    closed (4408) after FIRST_MESSAGE_TIMEOUT_S; pings do not keep it open."""
+    monkeypatch.setattr(ws_browser, "FIRST_MESSAGE_TIMEOUT_S", 0.5)
+    settings = Settings.from_env({}, database_path=str(tmp_path / "c.db"),
+                                 stt_providers=("simulated",), llm_providers=("simulated",),
+                                 tts_providers=("simulated",))  # fmt: skip
+    app = create_app(settings)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with aiohttp.ClientSession() as http:
+            ws = await http.ws_connect(f"http://127.0.0.1:{port}/ws/anonymous-and-silent")
+            assert json.loads((await ws.receive()).data)["type"] == "ready"
+            await ws.ping()
+            await ws.send_str('{"type": "ping"}')
+            assert json.loads((await ws.receive()).data) == {"type": "pong"}
+            assert not app[ENGINE].lifecycle.sessions  # nothing exists before the learner
+            async with asyncio.timeout(5):
+                msg = await ws.receive()
+                while msg.type not in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+                    msg = await ws.receive()
+            assert msg.data == CLOSE_NOT_READING and msg.extra == "no first message"
     finally:
         await runner.cleanup()
 

@@ -18,7 +18,7 @@ from pipelines.session import Session
 from server.engine import Engine
 from server.liveness import CLOSE_NOT_READING, LivenessConfig, Traffic
 from server.settings import Settings
-from server.transports.base import CLOSE_UNAVAILABLE, Admission, Bind, Opening, Refusal
+from server.transports.base import CLOSE_UNAVAILABLE, Admission, Opening, Refusal
 from tests.fakes_engine import DictStore, ListSink, ScriptedLLM, ScriptedSTT, ToneTTS
 
 REPLY = "Spaced repetition works. What will you review first?"
@@ -54,7 +54,7 @@ class MemoryTransport:
         self.refused = refusal
         await self.close(refusal.code, refusal.reason)
 
-    async def opened(self, session: Session, admission: Admission | None, bind: Bind) -> None:
+    async def opened(self, session: Session, admission: Admission) -> None:
         self.greeted = session.id
 
     async def receive(self, session: Session) -> None:
