@@ -56,10 +56,12 @@ class Erasure:
         storage = self._storage
         sessions = await storage.captures.list_sessions(learner_id, MAX_SESSIONS_PER_LEARNER)
         ids = {s.session_id for s in sessions}
-        self._identity.forget(learner_id)  # refuse their credentials on this process now
         await self._lifecycle.end_sessions(ids, CLOSE_DELETED, "learner deleted")
         await storage.writer.forget(learner_id=learner_id)
         deleted = await storage.captures.forget_learner(learner_id)
+        # Only now, with the deletion committed, are their credentials refused: a failure
+        # before this point leaves the learner able to ask again.
+        self._identity.forget(learner_id)
         for session_id in ids:
             await storage.sessions.delete(session_id)
         log.info("learner forgotten", extra={"sessions": len(ids), "captures": deleted})

@@ -12,7 +12,6 @@ import asyncio
 import logging
 from typing import Protocol
 
-from pipelines.ports import SessionStore
 from server.identity.errors import CredentialError
 from server.identity.learners import Identity, Learner
 from server.transports.base import (
@@ -33,8 +32,14 @@ class SessionClaims(Protocol):
     async def claim_session(self, session_id: str, learner_id: str) -> str: ...
 
 
+class ContextProbe(Protocol):
+    async def exists(self, session_id: str) -> bool:
+        """Whether the session has context; raises if the store cannot say."""
+        ...
+
+
 class SessionAuthority:
-    def __init__(self, identity: Identity, claims: SessionClaims, context: SessionStore) -> None:
+    def __init__(self, identity: Identity, claims: SessionClaims, context: ContextProbe) -> None:
         self._identity = identity
         self._claims = claims
         self._context = context
@@ -53,11 +58,8 @@ class SessionAuthority:
         try:
             return await identity.verify(credential)
         except CredentialError as exc:
-            code = (
-                CLOSE_UNAVAILABLE
-                if exc.code == "identity_provider_unavailable"
-                else (CLOSE_UNAUTHORIZED)
-            )
+            unavailable = exc.code == "identity_provider_unavailable"
+            code = CLOSE_UNAVAILABLE if unavailable else CLOSE_UNAUTHORIZED
             raise Refused(Refusal(str(exc), code, exc.code)) from None
 
     async def _claim(self, session_id: str, learner: Learner) -> str:
@@ -67,8 +69,12 @@ class SessionAuthority:
         try:
             async with asyncio.timeout(STORE_TIMEOUT_S):
                 return await self._claims.claim_session(session_id, learner.id)
-        except Exception as exc:
+        except Exception as exc:  # the capture store is down (any driver's error type)
             log.warning("cannot claim the session: %s", type(exc).__name__)
-        if not await self._context.get_context(session_id):
-            return learner.id
+        try:
+            async with asyncio.timeout(STORE_TIMEOUT_S):
+                if not await self._context.exists(session_id):
+                    return learner.id
+        except Exception as exc:  # neither store can tell whose it is: refuse
+            log.warning("cannot check the session's context: %s", type(exc).__name__)
         raise Refused(Refusal("storage unavailable", CLOSE_UNAVAILABLE, "storage_unavailable"))

@@ -6,6 +6,7 @@ Every route here answers for the caller's learner only; a session of another lea
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 from aiohttp import web
@@ -48,7 +49,9 @@ async def me(request: web.Request) -> web.Response:
 async def forget_me(request: web.Request) -> web.Response:
     """Forget me: every session, capture, index entry and context of the caller."""
     learner = await learner_of(request)
-    deleted = await storage_call(request.app[ERASURE].forget_learner(learner.id), "deletion")
+    # Shielded: a deletion that outlives the request's timeout still finishes.
+    erasing = asyncio.shield(request.app[ERASURE].forget_learner(learner.id))
+    deleted = await storage_call(erasing, "deletion")
     return web.json_response({"forgotten": True, "captures_deleted": deleted})
 
 
@@ -105,7 +108,8 @@ async def delete_session(request: web.Request) -> web.Response:
     session_id = session_id_param(request)
     learner = await learner_of(request)
     await owned_session(request, learner, session_id)
-    deleted = await storage_call(request.app[ERASURE].delete_session(session_id), "deletion")
+    erasing = asyncio.shield(request.app[ERASURE].delete_session(session_id))
+    deleted = await storage_call(erasing, "deletion")
     return web.json_response(
         {"session_id": session_id, "deleted": True, "captures_deleted": deleted}
     )

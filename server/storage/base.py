@@ -87,6 +87,10 @@ class SessionAdmin(Protocol):
 
     async def count_active(self) -> int: ...
 
+    async def exists(self, session_id: str) -> bool:
+        """Whether the session has context (raises if the store cannot say)."""
+        ...
+
     async def delete(self, session_id: str) -> None:
         """Forget a session's context everywhere (raises if that cannot be done)."""
         ...

@@ -61,6 +61,10 @@ class MemorySessionStore:
         now = self._clock()
         self._refresh(session_id, self._live_or_new(session_id, now), now)
 
+    async def exists(self, session_id: str) -> bool:
+        """Whether the session has live context."""
+        return self._live(session_id) is not None
+
     async def delete(self, session_id: str) -> None:
         """Forget the session's context (the learner deleted it)."""
         self._sessions.pop(session_id, None)

@@ -137,6 +137,12 @@ class RedisSessionStore:
         except RedisError as exc:
             self._failed("touch", exc)
 
+    async def exists(self, session_id: str) -> bool:
+        """Whether the session has live context; raises if Redis cannot say (unlike
+        `get_context`, whose empty answer on failure keeps a conversation going)."""
+        keys = (self.meta_key(session_id), self.context_key(session_id))
+        return bool(await self._redis.exists(*keys))
+
     async def delete(self, session_id: str) -> None:
         """Forget the session's context on every instance (the learner deleted it). Unlike
         the calls on the voice path, a failure here is raised: a deletion must not be

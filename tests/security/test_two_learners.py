@@ -428,3 +428,31 @@ async def test_an_identity_providers_token_names_the_learner_end_to_end(tmp_path
             assert (await client.get("/api/me", headers=bearer(anon))).status == 200
     finally:
         await jwks_server.close()
+
+
+async def test_with_both_stores_down_no_session_is_handed_out(tmp_path: Path) -> None:
+    """The capture store cannot claim and Redis cannot say whether the id has context:
+    refused (4503), never admitted on an empty answer."""
+    from server.identity.admission import SessionAuthority
+    from server.identity.setup import build_identity
+    from server.storage.redis_sessions import RedisSessionStore
+    from server.transports.base import Refused
+
+    class Down:
+        async def claim_session(self, session_id: str, learner_id: str) -> str:
+            raise ConnectionRefusedError("database down")
+
+    async def never(learner_id: str) -> bool:
+        return False
+
+    settings = Settings.from_env({}, database_path=str(tmp_path / "c.db"))
+    identity = build_identity(settings, never)
+    dead_redis = RedisSessionStore("redis://127.0.0.1:1/0", 60, 10)
+    try:
+        authority = SessionAuthority(identity, Down(), dead_redis)
+        with pytest.raises(Refused) as info:
+            await authority.admit("someone-elses-session", None, None)
+        assert info.value.refusal.code == 4503
+        assert info.value.refusal.error == "storage_unavailable"
+    finally:
+        await dead_redis.close()
