@@ -43,6 +43,9 @@ class MemorySessionStore:
         self._max_sessions = max_sessions
         self._clock = clock
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
+        #: Deleted session ids and until when their appends are dropped (a turn still in
+        #: flight must not bring a deleted context back).
+        self._deleted: OrderedDict[str, float] = OrderedDict()
 
     # --- SessionStore ----------------------------------------------------------------
     async def get_context(self, session_id: str) -> list[Exchange]:
@@ -51,6 +54,8 @@ class MemorySessionStore:
 
     async def append_exchange(self, session_id: str, exchange: Exchange) -> None:
         now = self._clock()
+        if self._is_deleted(session_id, now):
+            return
         session = self._live_or_new(session_id, now)
         session.exchanges.append(exchange)
         session.exchange_count += 1
@@ -59,6 +64,8 @@ class MemorySessionStore:
     async def touch(self, session_id: str) -> None:
         # A live connection that has not spoken yet still counts as an active session.
         now = self._clock()
+        if self._is_deleted(session_id, now):
+            return
         self._refresh(session_id, self._live_or_new(session_id, now), now)
 
     async def exists(self, session_id: str) -> bool:
@@ -68,6 +75,19 @@ class MemorySessionStore:
     async def delete(self, session_id: str) -> None:
         """Forget the session's context (the learner deleted it)."""
         self._sessions.pop(session_id, None)
+        self._deleted[session_id] = self._clock() + self._ttl
+        self._deleted.move_to_end(session_id)
+        while len(self._deleted) > self._max_sessions:
+            self._deleted.popitem(last=False)
+
+    def _is_deleted(self, session_id: str, now: float) -> bool:
+        until = self._deleted.get(session_id)
+        if until is None:
+            return False
+        if now < until:
+            return True
+        del self._deleted[session_id]
+        return False
 
     # --- SessionAdmin ----------------------------------------------------------------
     async def count_active(self) -> int:

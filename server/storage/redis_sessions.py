@@ -4,6 +4,9 @@ Layout (documented for operators in docs/storage.md), for a session id `abc`:
 
     session:abc            hash  created_at, last_activity (epoch s), exchange_count
     session:abc:context    list  JSON exchanges, oldest first, at most CONTEXT_MAX_EXCHANGES
+    session:abc:deleted    string  set when the learner deleted the session (for the TTL):
+                           appends and touches of it are dropped, so a turn still in flight
+                           somewhere cannot bring the deleted context back
 
 Both keys carry the same TTL (SESSION_TTL_SECONDS), refreshed on every append or touch.
 An append is one Lua script (RPUSH, LTRIM, HSET, HINCRBY, EXPIRE x2), so two instances
@@ -32,6 +35,7 @@ from pipelines.ports import Exchange
 log = logging.getLogger(__name__)
 
 _APPEND = """
+if redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
 redis.call('RPUSH', KEYS[2], ARGV[1])
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[2]), -1)
 redis.call('HSETNX', KEYS[1], 'created_at', ARGV[4])
@@ -43,6 +47,7 @@ return n
 """
 
 _TOUCH = """
+if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
 redis.call('HSETNX', KEYS[1], 'created_at', ARGV[2])
 redis.call('HSETNX', KEYS[1], 'exchange_count', 0)
 redis.call('HSET', KEYS[1], 'last_activity', ARGV[2])
@@ -99,6 +104,16 @@ class RedisSessionStore:
     def context_key(self, session_id: str) -> str:
         return f"{self._prefix}session:{session_id}:context"
 
+    def deleted_key(self, session_id: str) -> str:
+        return f"{self._prefix}session:{session_id}:deleted"
+
+    def _keys(self, session_id: str) -> list[str]:
+        return [
+            self.meta_key(session_id),
+            self.context_key(session_id),
+            self.deleted_key(session_id),
+        ]
+
     async def start(self) -> None:
         """Fail fast at start-up on a wrong URL, with the reason."""
         await self._redis.ping()
@@ -124,14 +139,14 @@ class RedisSessionStore:
             {"user": exchange.user, "agent": exchange.agent, "ts": exchange.timestamp},
             ensure_ascii=False,
         )
-        keys = [self.meta_key(session_id), self.context_key(session_id)]
+        keys = self._keys(session_id)
         try:
             await self._append(keys=keys, args=[item, self._max, self._ttl, f"{time.time():.3f}"])
         except RedisError as exc:
             self._failed("append_exchange", exc)
 
     async def touch(self, session_id: str) -> None:
-        keys = [self.meta_key(session_id), self.context_key(session_id)]
+        keys = self._keys(session_id)
         try:
             await self._touch(keys=keys, args=[self._ttl, f"{time.time():.3f}"])
         except RedisError as exc:
@@ -147,7 +162,10 @@ class RedisSessionStore:
         """Forget the session's context on every instance (the learner deleted it). Unlike
         the calls on the voice path, a failure here is raised: a deletion must not be
         reported done when it was not."""
-        await self._redis.delete(self.meta_key(session_id), self.context_key(session_id))
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(self.deleted_key(session_id), "1", ex=self._ttl)
+            pipe.delete(self.meta_key(session_id), self.context_key(session_id))
+            await pipe.execute()
 
     # --- SessionAdmin ----------------------------------------------------------------
     async def count_active(self) -> int:

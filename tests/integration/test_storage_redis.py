@@ -168,3 +168,17 @@ async def test_two_app_instances_share_sessions(tmp_path, prefix: str) -> None:
         await client.close()
         await close_storage(first)
         await close_storage(second)
+
+
+async def test_a_deleted_session_stays_deleted_for_late_appends(make_store, prefix) -> None:
+    """A turn still in flight (on this or another instance) appends after the deletion:
+    the context does not come back, and the session is not counted as active."""
+    store = make_store()
+    await store.append_exchange("gone", Exchange("secret", "noted", 1.0))
+    await store.delete("gone")
+    await store.append_exchange("gone", Exchange("another secret", "noted", 2.0))
+    await store.touch("gone")
+    assert await store.get_context("gone") == []
+    assert not await store.exists("gone") and await store.count_active() == 0
+    await store.append_exchange("kept", Exchange("hi", "hello", 3.0))
+    assert [e.user for e in await store.get_context("kept")] == ["hi"]

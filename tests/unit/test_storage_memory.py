@@ -69,3 +69,16 @@ async def test_ping_and_close() -> None:
     assert await store.ping() is True
     await store.close()
     assert await store.count_active() == 0
+
+
+async def test_a_deleted_session_stays_deleted_for_late_appends() -> None:
+    clock = [0.0]
+    store = MemorySessionStore(ttl_seconds=60, max_exchanges=5, clock=lambda: clock[0])
+    await store.append_exchange("gone", Exchange("secret", "noted", 1.0))
+    await store.delete("gone")
+    await store.append_exchange("gone", Exchange("another secret", "noted", 2.0))
+    await store.touch("gone")
+    assert await store.get_context("gone") == [] and not await store.exists("gone")
+    clock[0] = 61.0  # after the TTL the id is an ordinary unknown id again
+    await store.append_exchange("gone", Exchange("new", "start", 3.0))
+    assert [e.user for e in await store.get_context("gone")] == ["new"]
