@@ -43,6 +43,8 @@ MAX_PAYLOAD_BYTES = 8000
 _ID_CHARS = re.compile(r"[^A-Za-z0-9_-]")
 _MARK = re.compile(r"^t(\d{1,9})-(\d{1,9}|end)$")
 _CLOSING = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED)
+_E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+_WITHHELD = frozenset({"+266696687", "+7378742833", "+2562533", "+8656696", "+86282452253"})
 #: Twilio streams 20 ms of audio without pause for the whole call, so ten quiet seconds
 #: are worth a ping, and thirty without even a pong mean the stream is gone.
 LIVENESS = LivenessConfig(idle_ping_s=10.0, idle_close_s=30.0)
@@ -54,6 +56,19 @@ PHONE_CONFIG: dict[str, Any] = {
     "echo_guard": True,
     "playback_acks": True,
 }
+
+
+def caller_number(raw: object) -> str | None:
+    """The caller's number if it names one person: E.164, and not one of the placeholders
+    carriers show for a withheld number (ANONYMOUS, RESTRICTED, BLOCKED, UNKNOWN,
+    UNAVAILABLE spelled on a keypad) nor a SIP or client address. Anything else is no
+    caller: the call gets an anonymous learner of its own, never a shared one."""
+    if not isinstance(raw, str):
+        return None
+    number = raw.strip()
+    if not _E164.fullmatch(number) or number in _WITHHELD:
+        return None
+    return number
 
 
 def session_id_for(call_sid: str) -> str:
@@ -89,12 +104,11 @@ class TwilioCall(WebSocketPeer):
             return None
         self.call_sid = str(start.get("callSid") or "")
         params = start.get("customParameters")
-        caller = params.get("from") if isinstance(params, dict) else None
         return Opening(
             session_id_for(self.call_sid or self.stream_sid),
             PHONE_CONFIG,
             # The learner is the caller's number, hashed (never stored or logged as is).
-            caller=caller if isinstance(caller, str) and caller.strip() else None,
+            caller=caller_number(params.get("from") if isinstance(params, dict) else None),
         )
 
     async def refuse(self, refusal: Refusal) -> None:

@@ -19,7 +19,7 @@ from pipelines.registry import Providers
 from server.app import create_app
 from server.appkeys import ENGINE, IDENTITY, SETTINGS, STORAGE
 from server.settings import Settings
-from server.transports.twilio_media import session_id_for
+from server.transports.twilio_media import caller_number, session_id_for
 from tests.fakes_engine import ScriptedLLM, ScriptedSTT, ToneTTS
 from tests.speech import silence, synth
 
@@ -157,3 +157,23 @@ async def test_a_callers_captures_follow_their_number_across_calls(phone, caplog
     for path in (db, db.with_name(db.name + "-wal")):  # the file and its write-ahead log
         stored = await asyncio.to_thread(path.read_bytes)
         assert stored and b"5550102030" not in stored
+
+
+@pytest.mark.parametrize(
+    ("raw", "number"),
+    [
+        ("+15550102030", "+15550102030"),
+        (" +442071234567 ", "+442071234567"),
+        ("+266696687", None),  # ANONYMOUS
+        ("+7378742833", None),  # RESTRICTED
+        ("anonymous", None),
+        ("Restricted", None),
+        ("client:alice", None),
+        ("sip:bob@example.com", None),
+        ("", None),
+        (None, None),
+        (15550102030, None),
+    ],
+)
+def test_only_a_real_number_names_a_caller(raw, number) -> None:
+    assert caller_number(raw) == number
