@@ -156,8 +156,9 @@ class CaptureStore(Protocol):
         ...
 
     async def delete_older_than(self, timestamp: float) -> int:
-        """Retention: delete captures older than `timestamp` (epoch seconds), and the rows
-        of sessions left empty that were created before it. Returns captures deleted."""
+        """Retention: delete captures older than `timestamp` (epoch seconds). Sessions keep
+        their owner (an emptied id cannot be claimed by someone else). Returns captures
+        deleted."""
         ...
 
     async def stats(self) -> CaptureStats: ...

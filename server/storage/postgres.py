@@ -230,7 +230,7 @@ class PostgresCaptureStore(learners.LearnerQueries):
         """Retention, RETENTION_CHUNK captures per statement (no long-held row locks).
 
         Captures go without the erase lock: a batch only adds new captures, which are not
-        old. Empty sessions go under it, since a batch may be about to write into one."""
+        old. Session rows stay: they say whose an id is, so nobody else can claim it."""
         cutoff = datetime.fromtimestamp(timestamp, UTC)
         deleted = 0
         while True:
@@ -244,12 +244,6 @@ class PostgresCaptureStore(learners.LearnerQueries):
             deleted += await self._unindex(ids)
             if len(ids) < RETENTION_CHUNK:
                 break
-        async with self._erasing() as conn:
-            await conn.execute(
-                "DELETE FROM sessions WHERE created_at < $1 AND NOT EXISTS "
-                "(SELECT 1 FROM captures c WHERE c.session_id = sessions.session_id)",
-                cutoff,
-            )
         return deleted
 
     @contextlib.asynccontextmanager

@@ -182,18 +182,14 @@ class SQLiteCaptureStore(learners.LearnerQueries):
         return await self._erase(erase)
 
     async def delete_older_than(self, timestamp: float) -> int:
-        """Retention, RETENTION_CHUNK captures per transaction (the thread is shared)."""
+        """Retention, RETENTION_CHUNK captures per transaction (the thread is shared).
+        Session rows stay: they say whose an id is, so nobody else can claim it later."""
         deleted = 0
         while True:
             n = await self._erase(_delete_chunk_older_than, float(timestamp))
             deleted += n
             if n < RETENTION_CHUNK:
                 break
-        sql = (
-            "DELETE FROM sessions WHERE created_at < ? AND NOT EXISTS "
-            "(SELECT 1 FROM captures c WHERE c.session_id = sessions.session_id)"
-        )
-        await self._run(lambda db: db.execute(sql, (float(timestamp),)))
         return deleted
 
     # --- reads -----------------------------------------------------------------------

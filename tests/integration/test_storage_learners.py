@@ -329,7 +329,7 @@ async def test_batches_in_flight_never_bring_erased_captures_back(store: HybridS
         assert await store.learner_history(learner, 10) == [], round_
 
 
-async def test_retention_deletes_old_captures_and_empty_old_sessions(
+async def test_retention_deletes_old_captures_and_keeps_who_owns_each_session(
     store: HybridStore, index_counts: IndexCounts
 ) -> None:
     captures = await populate(store)
@@ -341,7 +341,10 @@ async def test_retention_deletes_old_captures_and_empty_old_sessions(
 
     assert await store.delete_older_than(cutoff) == 5
     assert await index_counts("marmalade") == (4, 4, 1)
-    assert [s.session_id for s in await store.list_sessions(A, 10)] == ["ann-new"]
+    emptied = {s.session_id: s.captures for s in await store.list_sessions(A, 10)}
+    assert emptied["ann-new"] == 0 and set(emptied.values()) == {0}
+    # An emptied id is still Ann's: nobody else can claim it (and read its Redis context).
+    assert await store.claim_session("ann-old", B) == A
     assert [s.session_id for s in await store.list_sessions(B, 10)] == ["bob-2", "bob-1"]
     kept = [h.user_text for h in await store.learner_history(B, 10)]
     assert kept == [c.user_text for c in captures[4:]]

@@ -28,7 +28,7 @@ from test_storage_learners import (  # noqa: F401  (the shared tests run here to
     test_list_sessions_and_learner_history,
     test_own_captures_found_when_others_are_closer,
     test_query_cache_is_per_learner_and_cleared_by_deletion,
-    test_retention_deletes_old_captures_and_empty_old_sessions,
+    test_retention_deletes_old_captures_and_keeps_who_owns_each_session,
     test_search_never_returns_another_learners_captures,
 )
 from test_storage_pg_support import ADMIN_DSN, temp_database
