@@ -23,9 +23,15 @@ def _voice():  # type: ignore[no-untyped-def]
 
 
 def synth(text: str, rate: int = RATE) -> bytes:
-    """PCM16 mono speech at `rate`."""
+    """PCM16 mono speech at `rate`, the same every time: Piper samples noise inside its
+    model (a run now and then came out as speech Whisper tiny misheard), so the tests
+    turn the noise off."""
+    from piper import SynthesisConfig
+
     holder = _voice()
-    pcm = holder.synthesize(text)
+    quiet = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
+    chunks = [c.audio_int16_array for c in holder.get().synthesize(text, syn_config=quiet)]
+    pcm = np.concatenate(chunks).astype("<i2", copy=False).tobytes() if chunks else b""
     return resample(pcm, holder.sample_rate, rate) if holder.sample_rate != rate else pcm
 
 
