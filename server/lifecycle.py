@@ -133,6 +133,11 @@ class Lifecycle:
 
     async def serve(self, transport: Transport) -> None:
         """Run one connection from handshake to close. Never raises for what a peer does."""
+        early = self.refusal()  # maintenance or full: say so before any handshake
+        if early is not None:
+            log.warning("session refused: %s", early.reason, extra={"transport": transport.kind})
+            await transport.refuse(early)
+            return
         opening = await transport.accept()
         if opening is None:
             return
