@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from pipelines.ports import SessionObserver
-from server.settings import Settings
+from server.settings import ConfigError, Settings
 
 
 class Tracing(Protocol):
@@ -35,6 +35,11 @@ def start_tracing(settings: Settings) -> Tracing | None:
     """Tracing as the settings ask for it; None (and no SDK imported) when off."""
     if not settings.otel_exporter_otlp_endpoint:
         return None
-    from server.otel import otlp_tracing
-
+    try:
+        from server.otel import otlp_tracing
+    except ImportError as exc:
+        raise ConfigError(
+            "OTEL_EXPORTER_OTLP_ENDPOINT is set but OpenTelemetry is not installed: "
+            f"pip install '.[tracing]' ({exc})"
+        ) from None
     return otlp_tracing(settings.otel_exporter_otlp_endpoint, settings.otel_service_name)
