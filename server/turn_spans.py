@@ -4,7 +4,9 @@ Pure: names, times and attributes, no OpenTelemetry (server/turn_tracer.py emits
 plan). `voice.turn` runs from the first mark of the turn to its last; its children are
 the stages below, each from its start mark to its end mark. A stage the turn started but
 did not finish (a barge-in, a hang-up) ends where the turn was cut off; a stage that never
-started has no span. Attributes are ids, the mode and provider names: never words.
+started has no span. Attributes are ids, the mode and provider names: never words. The ids
+are on `voice.turn` only (a backend finds a trace by any of its spans' attributes): every
+attribute costs CPU on each turn, to build and to encode.
 """
 
 from __future__ import annotations
@@ -49,7 +51,6 @@ def plan_turn(
     def ns(mark: float) -> int:  # one epoch conversion per turn: differences stay exact
         return base + round((mark - first) * 1e9)
 
-    ids: dict[str, Attribute] = {"session.id": turn.session_id, "turn.id": turn.turn_id}
     cut = marks.get("interrupted")
     stages: list[PlannedSpan] = []
     for name, start_mark, end_mark, events in STAGES:
@@ -58,10 +59,8 @@ def plan_turn(
         if start is None or end is None:
             continue
         end = max(end, start)
-        attributes = dict(ids)
         provider = turn.providers.get(_PROVIDER_OF.get(name, ""))
-        if provider:
-            attributes["voice.provider"] = provider
+        attributes: dict[str, Attribute] = {"voice.provider": provider} if provider else {}
         at = tuple(
             (event, ns(min(max(marks[mark], start), end)))
             for event, mark in events
@@ -69,16 +68,16 @@ def plan_turn(
         )
         stages.append(PlannedSpan(name, ns(start), ns(end), attributes, at))
 
-    attributes = {
-        **ids,
+    root: dict[str, Attribute] = {
+        "session.id": turn.session_id,
+        "turn.id": turn.turn_id,
         "voice.mode": turn.mode,
         "voice.interrupted": turn.interrupted,
         "voice.speculative": turn.speculative,
     }
     if request_id:
-        attributes["request.id"] = request_id
+        root["request.id"] = request_id
     if "first_audio" in marks and "speech_end" in marks:
         latency = (marks["first_audio"] - marks["speech_end"]) * 1000
-        attributes["voice.first_audio_ms"] = round(latency, 1)
-    root = PlannedSpan("voice.turn", ns(first), ns(max(marks.values())), attributes)
-    return root, stages
+        root["voice.first_audio_ms"] = round(latency, 1)
+    return PlannedSpan("voice.turn", ns(first), ns(max(marks.values())), root), stages
