@@ -1,12 +1,13 @@
-"""The OpenTelemetry SDK set up for turn traces: a tracer provider of our own (never the
-global one, so libraries that trace through the global provider, such as the Anthropic
-SDK with its request bodies, stay silent), a `BatchSpanProcessor` exporting from its own
-thread, and a bound on what may wait for export.
+"""The OpenTelemetry SDK set up for turn traces: the SDK's configuration (sampler, ids,
+resource) in a tracer provider of our own, never installed as the global one (so libraries
+that trace through the global provider, such as the Anthropic SDK with its request
+bodies, stay silent), a `BatchSpanProcessor` exporting from its own thread, and a bound on
+what may wait for export.
 
 Spans are admitted to the export queue only while fewer than `max_queue` are waiting
-(ended, sampled and not yet through the exporter): past that a turn's spans are not even
-built, and they are counted as dropped, as are spans the exporter failed to deliver. The
-event loop never waits for the collector.
+(queued and not yet through the exporter): past that a turn's spans are not even built,
+and they are counted as dropped, as are spans the exporter failed to deliver. The event
+loop never waits for the collector.
 
 Loaded only when tracing is on (server/tracing.py).
 """
@@ -17,10 +18,10 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-from opentelemetry.context import Context
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from server.turn_tracer import TurnTracer
 
@@ -30,6 +31,9 @@ log = logging.getLogger(__name__)
 SCOPE = "learning-voice-agent.voice"
 #: Spans that may wait for export (about 500 turns); the SDK's default is 2048.
 MAX_QUEUE = 4096
+#: Spans encoded per export request: the encoding holds the interpreter lock, and small
+#: batches keep that under a millisecond or two, so the event loop never waits long for it.
+BATCH = 128
 
 
 class CountingExporter(SpanExporter):
@@ -59,20 +63,6 @@ class CountingExporter(SpanExporter):
         return self.inner.force_flush(timeout_millis)
 
 
-class Queued(SpanProcessor):
-    """Counts the spans handed to the batch processor (ended and sampled; on the loop)."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        pass
-
-    def on_end(self, span: ReadableSpan) -> None:
-        if span.context is not None and span.context.trace_flags.sampled:
-            self.count += 1
-
-
 class OtelTracing:
     def __init__(
         self,
@@ -84,21 +74,21 @@ class OtelTracing:
     ) -> None:
         self._exporter = CountingExporter(exporter)
         self._max_queue = max_queue
-        self._queued = Queued()
+        self._queued = 0
         self._dropped = 0
-        # The sampler is the SDK's (OTEL_TRACES_SAMPLER; default: every turn).
-        self._provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service_name}))
-        self._provider.add_span_processor(self._queued)
-        self._provider.add_span_processor(
-            BatchSpanProcessor(
-                self._exporter,
-                max_queue_size=max_queue,
-                schedule_delay_millis=schedule_delay_ms,
-                max_export_batch_size=min(512, max_queue),
-            )
+        # The SDK's sampler (OTEL_TRACES_SAMPLER; default: every turn), ids and resource.
+        resource = Resource.create({SERVICE_NAME: service_name})
+        config = TracerProvider(resource=resource, shutdown_on_exit=False)
+        self._processor = BatchSpanProcessor(
+            self._exporter,
+            max_queue_size=max_queue,
+            schedule_delay_millis=schedule_delay_ms,
+            max_export_batch_size=min(BATCH, max_queue),
         )
         #: The Session observer that traces turns (composed with the metrics' observer).
-        self.observer = TurnTracer(self._provider.get_tracer(SCOPE), self._admit)
+        self.observer = TurnTracer(
+            config, InstrumentationScope(SCOPE), self._admit, self._processor.on_end
+        )
 
     @property
     def spans_dropped(self) -> int:
@@ -110,19 +100,20 @@ class OtelTracing:
         return self._exporter.done - self._exporter.failed
 
     def _admit(self, n: int) -> bool:
-        if self._queued.count - self._exporter.done + n > self._max_queue:
+        if self._queued - self._exporter.done + n > self._max_queue:
             if not self._dropped:
                 log.warning("span export is behind: dropping turn traces (counted)")
             self._dropped += n
             return False
+        self._queued += n
         return True
 
     async def flush(self) -> None:
         """Export what is queued (in a thread: the collector may be slow)."""
-        await asyncio.to_thread(self._provider.force_flush)
+        await asyncio.to_thread(self._processor.force_flush)
 
     async def aclose(self) -> None:
-        await asyncio.to_thread(self._provider.shutdown)
+        await asyncio.to_thread(self._processor.shutdown)
         log.info(
             "traces closed",
             extra={"spans_exported": self.spans_exported, "spans_dropped": self.spans_dropped},
