@@ -53,4 +53,5 @@ def test_the_overhead_compares_cpu_per_session_minute_round_by_round() -> None:
     )
     assert round(s["cpu_overhead_pct"], 6) == 3.0
     assert [round(p, 6) for p in s["pair_overheads_pct"]] == [2.0, 4.0]
+    assert round(s["median_pair_pct"], 6) == 3.0
     assert s["p50_overhead_ms"] == 0.75 and s["p95_overhead_ms"] == 0.0

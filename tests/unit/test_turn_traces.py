@@ -283,6 +283,21 @@ async def test_spans_past_the_export_queue_are_dropped_and_counted_without_waiti
     assert t.spans_exported == 14 and t.spans_dropped == 21
 
 
+async def test_the_sdk_s_sampler_decides_once_per_turn(monkeypatch):
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.5")
+    exporter = InMemorySpanExporter()
+    t = tracing(exporter)
+    for _ in range(200):
+        t.observer.turn_finished(trace())
+    await t.aclose()
+    spans = exporter.get_finished_spans()
+    turns = [s for s in spans if s.name == "voice.turn"]
+    assert 60 < len(turns) < 140, "about half the turns"
+    assert len(spans) == 7 * len(turns), "a turn is traced whole or not at all"
+    assert t.spans_dropped == 0
+
+
 class FailingExporter(InMemorySpanExporter):
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         return SpanExportResult.FAILURE
