@@ -1,7 +1,8 @@
 """Turn traces through the real app: a spoken push-to-talk turn over the WebSocket
 (`create_app`, in-test providers, an in-memory span exporter) gives one `voice.turn`
-whose stages agree with what the client saw and when; and with tracing off the server
-never loads the OpenTelemetry SDK."""
+whose stages agree with what the client saw and when; spans a collector refuses reach
+`lva_trace_spans_dropped_total`; and with tracing off the server never loads the
+OpenTelemetry SDK."""
 
 from __future__ import annotations
 
@@ -16,10 +17,14 @@ from dataclasses import dataclass, field
 from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient, TestServer
 from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client.parser import text_string_to_metric_families
 
+from admin.hub import AdminHub
 from pipelines.registry import Providers
 from server.app import create_app
+from server.appkeys import ADMIN
 from server.otel import OtelTracing
 from server.settings import Settings
 from tests.fakes_engine import ScriptedLLM, ScriptedSTT, ToneTTS
@@ -161,6 +166,52 @@ async def test_a_spoken_turn_over_the_websocket_is_traced_as_the_client_saw_it(t
     # The capture is handed over once the reply is done.
     assert llm.end_time <= capture.start_time and tts.end_time <= capture.start_time
     assert before(seen.got["response_done"], capture.end_time + 1_000_000_000)
+
+
+class RefusingCollector(InMemorySpanExporter):
+    def export(self, spans):  # type: ignore[no-untyped-def]
+        super().export(spans)
+        return SpanExportResult.FAILURE
+
+
+async def test_spans_the_collector_refuses_are_counted_in_the_metrics(tmp_path):
+    """A typed turn over the WebSocket: traced without endpointing or recognition."""
+    exporter = RefusingCollector()
+    tracing = OtelTracing(exporter, "lva-test")
+    providers = Providers(stt=ScriptedSTT([]), llm=ScriptedLLM("Sure."), tts=ToneTTS(0.1))
+    settings = Settings.from_env({}, database_path=str(tmp_path / "c.db"))
+    app = create_app(settings, providers=providers, tracing=tracing)
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    try:
+        token = (await (await client.post("/api/learners", json={})).json())["learner_token"]
+        async with client.ws_connect(f"/ws/typed-session?token={token}") as ws:
+            assert json.loads((await ws.receive()).data)["type"] == "ready"
+            await ws.send_json({"type": "text", "text": "quiz me"})
+            async with asyncio.timeout(10):
+                while True:
+                    msg = await ws.receive()
+                    if msg.type is WSMsgType.TEXT and json.loads(msg.data)["type"] == "audio_end":
+                        break
+        spans = await _spans(exporter, tracing)
+        hub: AdminHub = app[ADMIN]
+        hub.sample_gauges()
+        text = await (await client.get("/metrics")).text()
+    finally:
+        await client.close()
+    assert sorted(s.name for s in spans) == [
+        "voice.capture",
+        "voice.llm",
+        "voice.playout",
+        "voice.tts",
+        "voice.turn",
+    ]
+    dropped = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }["lva_trace_spans_dropped_total"]
+    assert dropped == 5 == tracing.spans_dropped
 
 
 OFF_CHECK = textwrap.dedent(
