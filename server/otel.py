@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 #: Instrumentation scope of the turn spans.
 SCOPE = "learning-voice-agent.voice"
-#: Spans that may wait for export (about 500 turns); the SDK's default is 2048.
+#: Spans that may wait for export (about 580 turns); the SDK's default is 2048.
 MAX_QUEUE = 4096
 #: Spans encoded per export request: the encoding holds the interpreter lock, and small
 #: batches keep that under a millisecond or two, so the event loop never waits long for it.
