@@ -69,9 +69,14 @@ from admin.system import LoopLagMonitor, SystemSampler
 log = logging.getLogger("admin")
 
 #: Gauges fed by `add_gauge_source`, by name.
-GAUGE_SOURCES = ("capture_queue_depth", "capture_journal_backlog", "capture_dropped")
+GAUGE_SOURCES = (
+    "capture_queue_depth",
+    "capture_journal_backlog",
+    "capture_dropped",
+    "trace_spans_dropped",
+)
 #: Sources that report a running total: they feed a counter, not a gauge.
-_TOTALS = frozenset({"capture_dropped"})
+_TOTALS = frozenset({"capture_dropped", "trace_spans_dropped"})
 
 
 class AdminHub:
@@ -159,7 +164,8 @@ class AdminHub:
 
     def add_gauge_source(self, name: str, fn: Callable[[], float | int]) -> None:
         """A cheap synchronous reading (e.g. `queue.qsize`), sampled about once a second.
-        `capture_dropped` is a running total (captures lost so far): it feeds a counter."""
+        `capture_dropped` and `trace_spans_dropped` are running totals (captures and turn
+        spans lost so far): they feed counters."""
         if name not in GAUGE_SOURCES:
             raise ValueError(f"unknown gauge {name!r}; expected one of {GAUGE_SOURCES}")
         self._gauge_sources[name] = fn
@@ -328,7 +334,8 @@ class AdminHub:
                 "fallbacks": self.observer.fallback_count,
                 "first_output_ms": self.observer.provider_latencies(),
             },
-            "capture": dict(self._gauge_values),
+            "capture": {k: v for k, v in self._gauge_values.items() if k.startswith("capture_")},
+            "traces": {k: v for k, v in self._gauge_values.items() if k.startswith("trace_")},
             "maintenance": self.maintenance.to_dict(),
         }
 

@@ -110,3 +110,7 @@ class HubObserver:
     def work_time(self, stage: str, seconds: float) -> None:
         if _valid(seconds):
             self._prom.work_seconds.labels(self._labels("stage", stage)).inc(float(seconds))
+
+    def turn_finished(self, turn: object) -> None:
+        """A finished turn's stage times (a `TurnTrace`): traces are the tracer's
+        (server/tracing.py, when on); the metrics came from `turn_completed`."""

@@ -223,6 +223,11 @@ class PromMetrics:
             "Captures lost: the memory queue and the disk journal were both full.",
             registry=r,
         )
+        self.trace_spans_dropped = Counter(
+            "lva_trace_spans_dropped",
+            "Turn spans lost (tracing on): export too far behind, or the collector failing.",
+            registry=r,
+        )
 
     def exposition(self) -> bytes:
         """The text format, summed over all workers in multiprocess mode."""

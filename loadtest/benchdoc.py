@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from loadtest.bench_tracing import MARKERS as TRACING_MARKERS
 from loadtest.report import markdown
 
 CHANGES = """## What the hot path costs, and what was taken out
@@ -164,6 +165,16 @@ def _headline(label: str, r: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _kept_section(out: Path) -> str:
+    """The Tracing section written by `loadtest.bench_tracing`, carried over as it is."""
+    start, end = TRACING_MARKERS
+    text = out.read_text() if out.exists() else ""
+    if start not in text or end not in text:
+        return ""
+    body = text.partition(start)[2].partition(end)[0]
+    return f"{start}{body}{end}\n\n"
+
+
 def write(
     one: dict[str, Any],
     two: dict[str, Any] | None,
@@ -208,6 +219,7 @@ def write(
         doc += _headline(redis.get("label") or "Sessions in Redis", redis)
     doc.append(LIMITS)
     doc.append(CHANGES)
+    doc.append(_kept_section(out))
     doc.append("## Steps\n\n")
     doc.append(markdown(one) + "\n")
     for extra in (two, redis):

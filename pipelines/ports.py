@@ -6,7 +6,7 @@ captures); the engine only sees these shapes, so `pipelines` never imports `serv
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -57,6 +57,34 @@ class CaptureSink(Protocol):
     def submit(self, capture: Capture) -> None: ...
 
 
+@dataclass(slots=True, frozen=True)
+class TurnTrace:
+    """When each stage of one finished turn happened, for a tracer: clock marks and ids,
+    never the words.
+
+    `marks` are times on the session's clock (monotonic seconds), as far as the turn got:
+    `speech_start` (the caller began: `talk_start`, or the VAD's start less the voiced audio
+    it needed), `speech_end` (the caller's last voiced audio), `endpoint` (the turn was
+    judged over), `stt_final`, `llm_request`, `llm_first_token`, `llm_done`, `tts_request`,
+    `tts_done` (the last audio synthesized), `first_audio` (the first chunk released),
+    `playout_end` (the last chunk released plus its duration, or the interruption),
+    `interrupted`, `capture_start` and `capture_handoff` (the capture given to the writer).
+    A typed turn has no `speech_start` or `endpoint`.
+    """
+
+    session_id: str
+    turn_id: int
+    mode: str
+    marks: Mapping[str, float]
+    #: Seconds to add to a mark to get seconds since the epoch (taken once per turn).
+    epoch_offset: float
+    interrupted: bool
+    #: The reply was started during a pause, before the turn ended, and then released.
+    speculative: bool = False
+    #: The session's provider by stage ("stt", "llm", "tts"): its name, or its chain's.
+    providers: Mapping[str, str] = field(default_factory=dict)
+
+
 class SessionObserver(Protocol):
     """Where a Session reports what it measured (metrics live in `admin`, not here)."""
 
@@ -77,6 +105,11 @@ class SessionObserver(Protocol):
         """CPU-bound work time (vad, stt, tts) for the work-time counters."""
         ...
 
+    def turn_finished(self, turn: TurnTrace) -> None:
+        """Once per recorded turn (answered or interrupted), after its capture was handed
+        to the writer: when each of its stages happened (for traces)."""
+        ...
+
 
 class NullObserver:
     def turn_completed(self, stages: dict[str, float], mode: str) -> None:
@@ -92,6 +125,9 @@ class NullObserver:
         pass
 
     def work_time(self, stage: str, seconds: float) -> None:
+        pass
+
+    def turn_finished(self, turn: TurnTrace) -> None:
         pass
 
 

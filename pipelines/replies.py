@@ -53,6 +53,8 @@ class Reply:
     go: asyncio.Event = field(default_factory=asyncio.Event)
     #: A speculative reply is generated but shows and says nothing until committed.
     committed: bool = True
+    #: Started during a pause, before the turn ended (released by `commit`).
+    speculative: bool = False
     commit: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -130,6 +132,7 @@ class Replies:
         self._outbox.emit(ev.Interrupted(reply.turn_id))
         self.last_barge_in = now = self._clock()
         self.audible_until = 0.0
+        _stopped(reply, now)
         log.info("barge-in", extra={"session_id": self._session_id, "turn_id": reply.turn_id})
         self._spawn(self._record(reply, self._heard(reply, now), interrupted=True))
 
@@ -140,7 +143,9 @@ class Replies:
         if reply is None or not reply.running:
             return
         reply.cancel()
-        heard = self._heard(reply, self._clock())
+        now = self._clock()
+        _stopped(reply, now)
+        heard = self._heard(reply, now)
         with contextlib.suppress(Exception):
             async with asyncio.timeout(2.0):
                 await self._record(reply, heard, interrupted=True)
@@ -189,7 +194,7 @@ class Replies:
 
     # ---------------------------------------------------------------- production
     def _launch(self, turn_id: int, text: str, marks: dict[str, float], *, held: bool) -> Reply:
-        reply = Reply(turn_id, text, marks, committed=not held)
+        reply = Reply(turn_id, text, marks, committed=not held, speculative=held)
         if not held:
             reply.go.set()
             reply.commit.set()
@@ -206,6 +211,7 @@ class Replies:
             if self.config.tts:
                 group.create_task(self._speak(reply, pieces))
             chunker = SentenceChunker()
+            marks["llm_request"] = self._clock()
             async for delta in self._llm.stream(reply.user_text, history):
                 if not reply.text:
                     marks["llm_first_token"] = self._clock()
@@ -215,6 +221,7 @@ class Replies:
                     self._on_said(reply.text)
                 for piece in chunker.push(delta):
                     await pieces.put(piece)
+            marks["llm_done"] = self._clock()
             for piece in chunker.flush():
                 await pieces.put(piece)
             await pieces.put(None)
@@ -251,9 +258,12 @@ class Replies:
             tail = resampler.flush()
             playout.add_synthesized(len(tail) / 2 / out_rate)
             pending += tail
+        if "tts_request" in reply.marks:
+            reply.marks["tts_done"] = self._clock()
         if pending:
             await self._send_audio(reply, pending)
         if reply.audio_started:
+            reply.marks["playout_end"] = playout.playhead
             self._outbox.emit(ev.AudioEnd(reply.turn_id))
 
     async def _send_audio(self, reply: Reply, chunk: bytes) -> None:
@@ -277,5 +287,18 @@ class Replies:
 
     async def _record(self, reply: Reply, agent: str, *, interrupted: bool) -> None:
         await self._records.record(
-            reply.turn_id, reply.user_text, agent, interrupted=interrupted, mode=self.config.mode
+            reply.turn_id,
+            reply.user_text,
+            agent,
+            interrupted=interrupted,
+            mode=self.config.mode,
+            marks=reply.marks,
+            speculative=reply.speculative,
         )
+
+
+def _stopped(reply: Reply, now: float) -> None:
+    """Mark a reply cut off at `now`: its audio stops playing there too."""
+    reply.marks["interrupted"] = now
+    if reply.audio_started:
+        reply.marks["playout_end"] = min(reply.playout.playhead, now)

@@ -65,7 +65,13 @@ class Session:
         self._clock = clock
         self._tasks = TaskScope(session_id, outbox)
         self._records = TurnRecords(
-            session_id, store, captures, observer or NullObserver(), learner_id
+            session_id,
+            store,
+            captures,
+            observer or NullObserver(),
+            learner_id,
+            clock=clock,
+            providers={"stt": stt.name, "llm": llm.name, "tts": tts.name},
         )
         self._floor = Floor()
         self._replies = Replies(
@@ -85,6 +91,8 @@ class Session:
         self._turn_id = 0
         self._listening = False
         self._utterance_frames = 0
+        #: Clock time the caller began the utterance being listened to (for its trace).
+        self._speech_start = 0.0
         self._apply_config()
 
     @property
@@ -223,6 +231,7 @@ class Session:
         self._turn_id += 1
         self._listening = True
         self._utterance_frames = 0
+        self._speech_start = self._clock()
 
     def talk_end(self) -> None:
         if self._continuous:
@@ -259,8 +268,12 @@ class Session:
     # --------------------------------------------------------------- turn-taking
     def _speech_started(self) -> None:
         self.outbox.emit(ev.Vad(True))
-        busy = self._replies.busy(self._clock())
-        self._act(self._floor.speech_started(busy, self.config.endpointer.start_ms))
+        now = self._clock()
+        start_ms = self.config.endpointer.start_ms
+        # The VAD says "speech" once it has heard `start_ms` of it.
+        self._speech_start = now - start_ms / 1000
+        busy = self._replies.busy(now)
+        self._act(self._floor.speech_started(busy, start_ms))
         self._turn_id += 1
         self._listening = True
         self._pauses.reset()
@@ -276,9 +289,14 @@ class Session:
     def _end_utterance(self, trailing_silence_s: float) -> None:
         self._listening = False
         self._pauses.reset()
-        speech_end = self._clock() - trailing_silence_s
+        now = self._clock()
+        marks = {
+            "speech_start": self._speech_start,
+            "speech_end": now - trailing_silence_s,
+            "endpoint": now,
+        }
         utt = self._floor.utterance_ended()
-        self._tasks.spawn(self._finish_turn(self._turn_id, speech_end, utt))
+        self._tasks.spawn(self._finish_turn(self._turn_id, marks, utt))
 
     def _on_interim(self, text: str) -> None:
         if self._listening:
@@ -287,13 +305,15 @@ class Session:
             if acts:
                 self._act(acts)
 
-    async def _finish_turn(self, turn_id: int, speech_end: float, utt: Utterance | None) -> None:
+    async def _finish_turn(
+        self, turn_id: int, marks: dict[str, float], utt: Utterance | None
+    ) -> None:
+        """`marks`: when the caller started and stopped speaking and the turn was ended."""
         assert self._stream is not None
         text = (await self._stream.finalize()).strip()
-        stt_done = self._clock()
+        marks["stt_final"] = self._clock()
         verdict = self._floor.final(utt, text, caller_went_on=self._listening)
         self.outbox.emit(ev.Transcript(turn_id, verdict.shown, True))
-        marks = {"speech_end": speech_end, "stt_final": stt_done}
         if verdict.commit and self._replies.commit(turn_id, verdict.answer, marks):
             return
         self._act(verdict.acts)

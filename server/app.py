@@ -18,28 +18,48 @@ from aiohttp import web
 from admin.checks import capture_writer_check, providers_check
 from admin.hub import AdminHub
 from pipelines.registry import Providers
-from server.appkeys import ADMIN, ENGINE, ERASURE, IDENTITY, SETTINGS, STORAGE
+from server.appkeys import ADMIN, ENGINE, ERASURE, IDENTITY, SETTINGS, STORAGE, TRACING
 from server.engine import Engine
 from server.erasure import Erasure, retention_loop
 from server.http_errors import json_errors
 from server.identity.admission import SessionAuthority
 from server.identity.setup import build_identity
+from server.observers import FanOut
 from server.routes import admin_captures, captures, core, learners
 from server.routes.core import STATIC_DIR
 from server.settings import Settings
 from server.storage.factory import close_storage, open_storage
+from server.tracing import Tracing, start_tracing
 from server.transports.browser import ws_handler
 from server.twilio import routes as _twilio_routes
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, *, providers: Providers | None = None) -> web.Application:
-    """Build the app. `providers` replaces the configured ones (tests, benchmarks)."""
+def create_app(
+    settings: Settings,
+    *,
+    providers: Providers | None = None,
+    tracing: Tracing | None = None,
+) -> web.Application:
+    """Build the app. `providers` replaces the configured ones (tests, benchmarks), and
+    `tracing` the one OTEL_EXPORTER_OTLP_ENDPOINT would start (tests)."""
     hub = AdminHub.from_settings(settings)
     app = web.Application(middlewares=[hub.middleware, json_errors], client_max_size=1024 * 1024)
     app[SETTINGS] = settings
     app[ADMIN] = hub
+
+    async def tracing_ctx(app: web.Application) -> AsyncIterator[None]:
+        """Opened first and closed last: the turns recorded at shutdown are exported."""
+        active = tracing if tracing is not None else start_tracing(settings)
+        app[TRACING] = active
+        if active is not None:
+            hub.add_gauge_source("trace_spans_dropped", lambda: active.spans_dropped)
+        try:
+            yield
+        finally:
+            if active is not None:
+                await active.aclose()
 
     async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
         storage = await open_storage(settings)
@@ -53,11 +73,12 @@ def create_app(settings: Settings, *, providers: Providers | None = None) -> web
 
     async def engine_ctx(app: web.Application) -> AsyncIterator[None]:
         storage = app[STORAGE]
+        traces = app[TRACING]
         engine = Engine(
             settings,
             storage.sessions,
             storage.writer,
-            hub.observer,
+            hub.observer if traces is None else FanOut(hub.observer, traces.observer),
             providers,
             gate=hub,
             watcher=hub,
@@ -83,6 +104,7 @@ def create_app(settings: Settings, *, providers: Providers | None = None) -> web
                     await retention
             await engine.close()
 
+    app.cleanup_ctx.append(tracing_ctx)
     app.cleanup_ctx.append(storage_ctx)
     app.cleanup_ctx.append(engine_ctx)
     app.on_shutdown.append(_close_connections)

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from server.identity.learners import Identity
     from server.settings import Settings
     from server.storage.factory import Storage
+    from server.tracing import Tracing
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 #: Sessions store, capture store and capture writer (see server/storage/factory.py).
@@ -25,3 +26,5 @@ ADMIN: web.AppKey[AdminHub] = web.AppKey("admin")
 IDENTITY: web.AppKey[Identity] = web.AppKey("identity")
 #: Deleting sessions and learners everywhere their words live (see server/erasure.py).
 ERASURE: web.AppKey[Erasure] = web.AppKey("erasure")
+#: Turn traces when OTEL_EXPORTER_OTLP_ENDPOINT is set, else None (see server/tracing.py).
+TRACING: web.AppKey[Tracing | None] = web.AppKey("tracing")

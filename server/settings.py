@@ -40,6 +40,13 @@ def _chain(raw: str) -> tuple[str, ...]:
     return items
 
 
+def _otlp_url(raw: str) -> str:
+    url = raw.strip().rstrip("/")
+    if url and not url.startswith(("http://", "https://")):
+        raise ValueError("must be an http:// or https:// URL (OTLP over HTTP)")
+    return url
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     # --- process ---------------------------------------------------------------------
@@ -339,6 +346,19 @@ class Settings:
         _int(0, 36500),
         default=0,
     )
+    # --- traces (docs/runbook.md#traces) ----------------------------------------------
+    otel_exporter_otlp_endpoint: str = _env(
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OpenTelemetry collector, OTLP over HTTP (e.g. `http://collector:4318`; spans go to "
+        "`/v1/traces`): a trace of every voice turn; unset = no tracing, nothing loaded.",
+        _otlp_url,
+        default="",
+    )
+    otel_service_name: str = _env(
+        "OTEL_SERVICE_NAME",
+        "`service.name` of the exported traces.",
+        default="learning-voice-agent",
+    )
     # --- admin -----------------------------------------------------------------------
     admin_api_key: str = _env(
         "ADMIN_API_KEY", "Key for /admin (header X-Admin-Key); unset = admin closed.", default=""
@@ -379,7 +399,7 @@ class Settings:
             value = getattr(self, f.name)
             if is_secret(f.metadata["env"]):
                 value = "set" if value else ""
-            elif f.name in ("redis_url", "database_url") and value:
+            elif f.name in ("redis_url", "database_url", "otel_exporter_otlp_endpoint") and value:
                 value = redact_url(value)
             out[f.metadata["env"]] = value
         for name, value in self.providers.items():

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from pipelines.ports import TurnTrace
 from tests.fakes.anthropic import FakeAnthropic
 from tests.fakes.deepgram import FakeDeepgram
 from tests.fakes.openai import FakeOpenAI
@@ -19,6 +20,7 @@ class RecordingObserver:
         self.fallbacks: list[tuple[str, str, str]] = []
         self.turns: list[dict[str, float]] = []
         self.latencies: list[tuple[str, str, float]] = []
+        self.finished: list[TurnTrace] = []
 
     def turn_completed(self, stages: dict[str, float], mode: str) -> None:
         self.turns.append(dict(stages))
@@ -34,6 +36,9 @@ class RecordingObserver:
 
     def provider_latency(self, stage: str, provider: str, seconds: float) -> None:
         self.latencies.append((stage, provider, seconds))
+
+    def turn_finished(self, turn: TurnTrace) -> None:
+        self.finished.append(turn)
 
 
 @pytest.fixture
