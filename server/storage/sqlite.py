@@ -412,15 +412,17 @@ def _migrate(conn: sqlite3.Connection) -> None:
     migration can rebuild a table the usual SQLite way (copy, drop, rename) without the
     drop cascading into the tables that reference it; the keys are checked afterwards."""
     conn.execute("PRAGMA foreign_keys=OFF")
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
     for number, sql in _migrations():
-        if number > version:
-            with _transaction(conn):
-                for statement in _split_sql(sql):
-                    conn.execute(statement)
-                if conn.execute("PRAGMA foreign_key_check").fetchone() is not None:
-                    raise RuntimeError(f"migration {number} broke a foreign key")
-                conn.execute(f"PRAGMA user_version={number}")
+        # The version is read inside the write transaction: workers starting together
+        # on one file take turns, and each migration runs once.
+        with _transaction(conn):
+            if conn.execute("PRAGMA user_version").fetchone()[0] >= number:
+                continue
+            for statement in _split_sql(sql):
+                conn.execute(statement)
+            if conn.execute("PRAGMA foreign_key_check").fetchone() is not None:
+                raise RuntimeError(f"migration {number} broke a foreign key")
+            conn.execute(f"PRAGMA user_version={number}")
 
 
 def _split_sql(sql: str) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from pathlib import Path
@@ -110,3 +111,18 @@ async def test_nul_and_control_characters_are_stored_safely(store: SQLiteCapture
     await store.write_batch([cap(1, "nul\x00here \x02mark\x03")])
     (h,) = await store.history("s1", 1)
     assert h.user_text == "nulhere mark"
+
+
+async def test_workers_starting_together_migrate_one_fresh_file_once(tmp_path) -> None:
+    """`--workers N` on a new database: every worker opens and migrates the same file at
+    the same moment. Each migration must run once (a rebuilt table already existed when
+    the second worker ran it, and that worker died)."""
+    path = str(tmp_path / "fresh.db")
+    stores = [SQLiteCaptureStore(path) for _ in range(4)]
+    try:
+        await asyncio.gather(*(s.start() for s in stores))
+        assert await stores[0].claim_session("s1", "anon_a") == "anon_a"
+        assert await stores[3].session_owner("s1") == "anon_a"
+    finally:
+        for s in stores:
+            await s.close()
