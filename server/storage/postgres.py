@@ -367,7 +367,11 @@ class PostgresCaptureStore(learners.LearnerQueries):
         else:
             texts = ["{" + _vector_literal(v)[1:-1] + "}" for _, v in items]
             column, cast = "embedding", "real[]"
-        async with self._conn() as conn:
+        # Shares the erase lock like a batch: an erasure deletes vectors then captures, and
+        # an insert here locks the capture (foreign key) while waiting for a vector row the
+        # erasure holds, which deadlocked the two.
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", ERASE_LOCK_KEY)
             await conn.execute(
                 f"INSERT INTO capture_vectors (id, model, {column}) "
                 f"SELECT u.id, $3, u.v::{cast} FROM unnest($1::bigint[], $2::text[]) AS u(id, v) "
