@@ -245,8 +245,11 @@ class HybridStore:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
                 continue
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+            # cancellation that lands as the wait ends, and close() then waited forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), INDEX_POLL_SECONDS)
+                async with asyncio.timeout(INDEX_POLL_SECONDS):
+                    await self._wake.wait()
 
 
 def _meaning_hit(c: StoredCapture, score: float) -> SearchHit:

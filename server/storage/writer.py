@@ -320,8 +320,11 @@ class CaptureWriter:
             self._on_written()
 
     async def _wait_wake(self, timeout: float | None) -> None:
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+        # that lands as the wait ends (the task then never stops).
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._wake.wait()
 
 
 def default_journal_dir(database_path: str) -> str:
