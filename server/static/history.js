@@ -6,6 +6,8 @@ import { apiError, apiFetch } from "./api.js";
 import { download } from "./download.js";
 import { el, formatTime } from "./markup.js";
 
+const FORGOTTEN = "Everything you said has been deleted. You are starting over as a new learner.";
+
 const LIMIT = 200; // sessions without exchanges are listed by the server but not shown
 
 function exchanges(n) {
@@ -72,10 +74,13 @@ export class HistoryView {
   render(sessions) {
     this.list.replaceChildren(...sessions.map((s) => this.row(s)));
     this.list.dataset.count = String(sessions.length);
+    if (sessions.length > 0) this.forgotten = false;
     this.say(
-      sessions.length === 0
-        ? "No sessions yet. What you say or type in Talk is kept here."
-        : `${sessions.length} session${sessions.length === 1 ? "" : "s"}, most recent first.`,
+      sessions.length > 0
+        ? `${sessions.length} session${sessions.length === 1 ? "" : "s"}, most recent first.`
+        : this.forgotten // a reload of the new learner's empty list must not hide this
+          ? FORGOTTEN
+          : "No sessions yet. What you say or type in Talk is kept here.",
     );
     if (this.onLoaded) this.onLoaded(sessions);
   }
@@ -176,7 +181,7 @@ export class HistoryView {
       this.forget.disabled = false;
     }
     if (this.loading) this.loading.abort(); // a list of the forgotten learner's sessions
+    this.forgotten = true;
     this.render([]);
-    this.say("Everything you said has been deleted. You are starting over as a new learner.");
   }
 }
