@@ -61,14 +61,15 @@ connection is closed with 4408). `orjson` was not added: JSON is only on the con
 
 LIMITS = """## Reading these numbers
 
-- Run to run, p95 overhead at 300 sessions on one worker has varied between about 6 and
-  50 ms on this machine (the other engineers' builds and tests share both cores; the
-  medians hardly move). Back-to-back runs within a few minutes of each other (01:54 to
-  02:14 UTC, same code) gave: 300 sessions passing at p95 6-8 ms with 400 missing at
-  26 ms (CPU 0.92 cores), and 300 missing at 22-52 ms. So the limit of one core lies
-  between 300 and 400 sessions when the machine is quiet, and the table below is one run.
-- Pauses, not CPU, set the tail: at 300 sessions the server uses ~0.6-0.7 of its core,
-  and a p95 miss comes with loop stalls of 20-50 ms (the admin API's event-loop lag).
+- Run to run, p95 overhead at 300 sessions on one worker has varied between about 3 and
+  50 ms on this machine: it depends on what else runs on the two cores (other builds and
+  test suites). The first report (2026-11-28, code before the session lifecycle, provider
+  registry and Session/Floor split) found the one-core limit between 300 and 400 sessions,
+  at 0.6-0.7 of a core for 300 sessions; the run above (2026-11-29, a quiet machine, load
+  average under 0.5) used about half that CPU and held 500. Both are the same script; the
+  earlier run's machine was busier, and the difference was not taken apart further.
+- Pauses, not CPU, set the tail: a p95 miss comes with loop stalls of 20-50 ms (the admin
+  API's event-loop lag), usually when another process takes the server's core.
 - Sessions in Redis (`REDIS_URL`) cost latency, not CPU: with 300 sessions on one worker,
   `get_context` took p50 1.6 / p95 26 / p99 101 ms and `append_exchange` p50 2.0 / p95 37 /
   p99 109 ms (timed in the server, 02:01 UTC) while redis-server answered in 0.2 ms on
