@@ -23,7 +23,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 
 from admin.context import request_id_var
-from pipelines.ports import TurnTrace
+from pipelines.ports import NullObserver, TurnTrace
 from server.turn_spans import PlannedSpan, plan_turn
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,10 @@ log = logging.getLogger(__name__)
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 
 
-class TurnTracer:
+class TurnTracer(NullObserver):
+    """A `SessionObserver` that only traces (the metrics are the hub's): the rest of the
+    interface is NullObserver's."""
+
     def __init__(
         self,
         config: TracerProvider,
@@ -95,19 +98,3 @@ class TurnTracer:
             end_time=plan.end_ns,
             instrumentation_scope=self._scope,
         )
-
-    # The rest of `SessionObserver`: metrics, not traces.
-    def turn_completed(self, stages: dict[str, float], mode: str) -> None:
-        pass
-
-    def provider_error(self, stage: str, provider: str, kind: str) -> None:
-        pass
-
-    def provider_fallback(self, stage: str, from_provider: str, to_provider: str) -> None:
-        pass
-
-    def provider_latency(self, stage: str, provider: str, seconds: float) -> None:
-        pass
-
-    def work_time(self, stage: str, seconds: float) -> None:
-        pass
