@@ -4,7 +4,9 @@ closes it (4408) and its session, tasks and queued events go with it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -38,6 +40,20 @@ class FakePeer:
 
     def abort(self) -> None:
         self.aborted += 1
+
+
+@contextlib.asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[tuple[web.Application, int]]:
+    """The real app on a free loopback port, cleaned up afterwards."""
+    app = create_app(settings)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield app, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    finally:
+        await runner.cleanup()
 
 
 FAST = LivenessConfig(tick_s=0.05, idle_ping_s=0.2, idle_close_s=0.5, stall_s=0.3)
@@ -92,13 +108,7 @@ async def test_silent_client_is_closed_by_the_real_app(tmp_path: Path, monkeypat
         llm_providers=("simulated",),
         tts_providers=("simulated",),
     )
-    app = create_app(settings)
-    runner = web.AppRunner(app, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
+    async with serving(settings) as (app, port):
         async with aiohttp.ClientSession() as http:
             async with http.post(f"http://127.0.0.1:{port}/api/learners") as resp:
                 token = (await resp.json())["learner_token"]
@@ -121,8 +131,6 @@ async def test_silent_client_is_closed_by_the_real_app(tmp_path: Path, monkeypat
         async with asyncio.timeout(3):
             while engine.lifecycle.sessions:  # noqa: ASYNC110 (an app-owned set)
                 await asyncio.sleep(0.02)
-    finally:
-        await runner.cleanup()
 
 
 async def test_a_client_that_never_says_who_it_is_is_closed(tmp_path: Path, monkeypatch) -> None:
@@ -132,13 +140,7 @@ async def test_a_client_that_never_says_who_it_is_is_closed(tmp_path: Path, monk
     settings = Settings.from_env({}, database_path=str(tmp_path / "c.db"),
                                  stt_providers=("simulated",), llm_providers=("simulated",),
                                  tts_providers=("simulated",))  # fmt: skip
-    app = create_app(settings)
-    runner = web.AppRunner(app, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
+    async with serving(settings) as (app, port):
         async with aiohttp.ClientSession() as http:
             ws = await http.ws_connect(f"http://127.0.0.1:{port}/ws/anonymous-and-silent")
             assert json.loads((await ws.receive()).data)["type"] == "ready"
@@ -151,8 +153,6 @@ async def test_a_client_that_never_says_who_it_is_is_closed(tmp_path: Path, monk
                 while msg.type not in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
                     msg = await ws.receive()
             assert msg.data == CLOSE_NOT_READING and msg.extra == "no first message"
-    finally:
-        await runner.cleanup()
 
 
 async def test_client_ping_gets_pong(tmp_path: Path) -> None:
@@ -163,13 +163,7 @@ async def test_client_ping_gets_pong(tmp_path: Path) -> None:
         llm_providers=("simulated",),
         tts_providers=("simulated",),
     )
-    app = create_app(settings)
-    runner = web.AppRunner(app, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
+    async with serving(settings) as (_, port):
         async with aiohttp.ClientSession() as http:
             ws = await http.ws_connect(f"http://127.0.0.1:{port}/ws/pinger", autoping=False)
             await ws.receive()  # ready
@@ -178,8 +172,6 @@ async def test_client_ping_gets_pong(tmp_path: Path) -> None:
                 msg = await ws.receive(timeout=2)
                 assert msg.type is aiohttp.WSMsgType.PONG and msg.data == f"p{i}".encode()
             await ws.close()
-    finally:
-        await runner.cleanup()
 
 
 async def test_direct_audio_keeps_each_sessions_log_context(tmp_path: Path, monkeypatch) -> None:
@@ -205,15 +197,9 @@ async def test_direct_audio_keeps_each_sessions_log_context(tmp_path: Path, monk
         tts_providers=("simulated",),
         endpoint_silence_ms=200,
     )
-    app = create_app(settings)
-    runner = web.AppRunner(app, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     speech = (Path(__file__).parents[2] / "loadtest" / "speech.wav").read_bytes()[44:]
 
-    async def talk(http: aiohttp.ClientSession, sid: str) -> None:
+    async def talk(http: aiohttp.ClientSession, port: int, sid: str) -> None:
         async with http.ws_connect(f"http://127.0.0.1:{port}/ws/{sid}") as ws:
             await ws.receive()  # ready
             for i in range(0, len(speech) - 639, 640):
@@ -226,9 +212,6 @@ async def test_direct_audio_keeps_each_sessions_log_context(tmp_path: Path, monk
                 while (await ws.receive_json())["type"] != "transcript":
                     pass
 
-    try:
-        async with aiohttp.ClientSession() as http:
-            await asyncio.gather(talk(http, "ctx-one"), talk(http, "ctx-two"))
-    finally:
-        await runner.cleanup()
+    async with serving(settings) as (_, port), aiohttp.ClientSession() as http:
+        await asyncio.gather(talk(http, port, "ctx-one"), talk(http, port, "ctx-two"))
     assert sorted(str(sid) for _, sid in seen) == ["ctx-one", "ctx-two"], seen
