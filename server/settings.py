@@ -23,14 +23,12 @@ from pipelines.env_values import int_between as _int
 from pipelines.env_values import text as _text
 from pipelines.provider_spec import Setting
 from pipelines.registry import REGISTRY
+from server.env_field import env_field as _env
+from server.limits.settings import LimitSettings
 
 
 class ConfigError(ValueError):
     """A setting has a value we cannot use; the message names the variable."""
-
-
-def _env(name: str, doc: str, parse: Callable[[str], Any] | None = None, **kw: Any) -> Any:
-    return field(metadata={"env": name, "doc": doc, "parse": parse}, **kw)
 
 
 def _chain(raw: str) -> tuple[str, ...]:
@@ -48,7 +46,9 @@ def _otlp_url(raw: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Settings:
+class Settings(LimitSettings):
+    """The server's settings; the limits section (server/limits/settings.py) is inherited."""
+
     # --- process ---------------------------------------------------------------------
     host: str = _env("HOST", "Interface to listen on (`--host` overrides).", default="127.0.0.1")
     port: int = _env("PORT", "TCP port (`--port` overrides).", _int(1, 65535), default=8080)
@@ -421,7 +421,9 @@ class Settings:
 
 def _server_fields() -> list[Field[Any]]:
     """The server's own settings: every field but `providers`."""
-    return [f for f in fields(Settings) if "env" in f.metadata]
+    own = [f for f in fields(Settings) if "env" in f.metadata]
+    limits = {f.name for f in fields(LimitSettings)}
+    return sorted(own, key=lambda f: f.name in limits)  # the limits section last
 
 
 def declared_settings() -> dict[str, Setting]:

@@ -1,0 +1,1 @@
+"""Abuse resistance: who the client is at the edge, and how much one client may use."""
