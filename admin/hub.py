@@ -106,7 +106,9 @@ class AdminHub:
         self.health = HealthRegistry()
         self.system = SystemSampler()
         self.loop_lag = LoopLagMonitor()
+        #: Wrong admin keys and wrong metrics tokens are limited apart (admin/auth.py).
         self.auth_limiter = FailureLimiter(auth_max_failures, auth_window_seconds)
+        self.metrics_limiter = FailureLimiter(auth_max_failures, auth_window_seconds)
         self.maintenance = Maintenance(
             maintenance_backend
             or _backend(redis_url, maintenance_key, shared_dir or multiproc_dir())
@@ -136,6 +138,7 @@ class AdminHub:
             "admin_api_key": getattr(settings, "admin_api_key", ""),
             "metrics_token": getattr(settings, "metrics_token", ""),
             "redis_url": getattr(settings, "redis_url", ""),
+            "auth_max_failures": getattr(settings, "admin_max_failures", 10),
             # Same prefix as the session keys, so test runs and tenants never share a switch.
             "maintenance_key": f"{getattr(settings, 'redis_key_prefix', '')}lva:maintenance",
         }
@@ -272,6 +275,10 @@ class AdminHub:
     def ws_closed(self) -> None:
         self.active_websockets = max(0, self.active_websockets - 1)
         self.prom.ws_sessions.dec()
+
+    def count_limited(self, limit: str) -> None:
+        """A request, connection or message refused by a limit (a fixed set of names)."""
+        self.prom.limited.labels(self.labels("limit", limit)).inc()
 
     # --- recording (called by the middleware) ----------------------------------------
     def record_request(

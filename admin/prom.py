@@ -172,6 +172,13 @@ class PromMetrics:
         self.auth_failures = Counter(
             "lva_admin_auth_failures", "Rejected admin key or metrics token attempts.", registry=r
         )
+        self.limited = Counter(
+            "lva_limited",
+            "Requests, connections and messages refused or dropped by a limit, by limit "
+            "(docs/security.md#limits).",
+            ["limit"],
+            registry=r,
+        )
         self.deletions = Counter(
             "lva_data_deletions",
             "Deletions of learners' data, by kind (session, learner, retention).",

@@ -1,8 +1,9 @@
 """Admin API handlers (`/admin/api/*`), the dashboard page and `/metrics`.
 
 Every `/admin/api/*` handler is wrapped by `guarded`: no key configured -> 503
-(`admin_disabled`: the surface is closed, never open); a client over its failure budget
--> 429 with `Retry-After`; missing or wrong `X-Admin-Key` -> 401. The dashboard page and
+(`admin_disabled`: the surface is closed, never open); a missing or wrong `X-Admin-Key`
+-> 401, or 429 with `Retry-After` once that client address has failed too often (a right
+key is never refused; see admin/auth.py). The dashboard page and
 its static files need no key: they hold no data, and ask for the key in the browser.
 """
 
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from admin.auth import keys_match
+from admin.auth import FailureLimiter, keys_match
 from admin.errors import json_error
 from admin.maintenance import MAX_MESSAGE
 
@@ -54,29 +55,40 @@ class AdminApi:
                     "The admin API is disabled: set ADMIN_API_KEY to enable it.",
                 )
             denied = self._check_credential(
-                request, hub.admin_api_key, request.headers.get("X-Admin-Key"), "X-Admin-Key"
+                request,
+                hub.admin_api_key,
+                request.headers.get("X-Admin-Key"),
+                "X-Admin-Key",
+                hub.auth_limiter,
             )
             return denied or await handler(request)
 
         return guarded
 
     def _check_credential(
-        self, request: web.Request, expected: str, given: str | None, what: str
+        self,
+        request: web.Request,
+        expected: str,
+        given: str | None,
+        what: str,
+        limiter: FailureLimiter,
     ) -> web.Response | None:
+        """None when `given` is right (always, whatever anyone failed before); else 401,
+        or 429 once this client address has failed too often."""
+        if keys_match(expected, given):
+            return None
         client = request.remote or "unknown"
-        limiter = self.hub.auth_limiter
-        wait = limiter.retry_after(client)
+        self.hub.prom.auth_failures.inc()
+        wait = limiter.retry_after(client)  # blocked by its earlier failures?
+        limiter.fail(client)
         if wait:
+            self.hub.count_limited("admin_failures")
             return json_error(
                 429,
                 "too_many_attempts",
                 f"Too many failed attempts; retry in {wait} s.",
                 headers={"Retry-After": str(wait)},
             )
-        if keys_match(expected, given):
-            return None
-        limiter.fail(client)
-        self.hub.prom.auth_failures.inc()
         reason = "missing" if not given else "invalid"
         return json_error(401, "unauthorized", f"{what} {reason}.")
 
@@ -168,7 +180,9 @@ class AdminApi:
         if token:
             auth = request.headers.get("Authorization", "")
             given = auth[7:] if auth.startswith("Bearer ") else None
-            denied = self._check_credential(request, token, given, "Bearer token")
+            denied = self._check_credential(
+                request, token, given, "Bearer token", self.hub.metrics_limiter
+            )
             if denied:
                 return denied
         self.hub.sample_gauges()

@@ -18,12 +18,15 @@ from aiohttp import web
 from admin.checks import capture_writer_check, providers_check
 from admin.hub import AdminHub
 from pipelines.registry import Providers
-from server.appkeys import ADMIN, ENGINE, ERASURE, IDENTITY, SETTINGS, STORAGE, TRACING
+from server.appkeys import ADMIN, ENGINE, ERASURE, IDENTITY, LIMITS, SETTINGS, STORAGE, TRACING
 from server.engine import Engine
 from server.erasure import Erasure, retention_loop
 from server.http_errors import json_errors
 from server.identity.admission import SessionAuthority
 from server.identity.setup import build_identity
+from server.limits.edge import ClientAddresses
+from server.limits.middleware import client_address, request_limit
+from server.limits.setup import build_limits
 from server.observers import FanOut
 from server.routes import admin_captures, captures, core, learners
 from server.routes.core import STATIC_DIR
@@ -45,9 +48,27 @@ def create_app(
     """Build the app. `providers` replaces the configured ones (tests, benchmarks), and
     `tracing` the one OTEL_EXPORTER_OTLP_ENDPOINT would start (tests)."""
     hub = AdminHub.from_settings(settings)
-    app = web.Application(middlewares=[hub.middleware, json_errors], client_max_size=1024 * 1024)
+    limits = build_limits(
+        settings, settings.redis_url, settings.redis_key_prefix, hub.count_limited
+    )
+    app = web.Application(
+        middlewares=[
+            client_address(ClientAddresses(settings.trusted_proxies)),  # first: who is asking
+            hub.middleware,
+            request_limit(limits),
+            json_errors,
+        ],
+        client_max_size=1024 * 1024,
+    )
     app[SETTINGS] = settings
     app[ADMIN] = hub
+    app[LIMITS] = limits
+
+    async def limits_ctx(app: web.Application) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await limits.store.close()
 
     async def tracing_ctx(app: web.Application) -> AsyncIterator[None]:
         """Opened first and closed last: the turns recorded at shutdown are exported."""
@@ -83,6 +104,7 @@ def create_app(
             gate=hub,
             watcher=hub,
             authority=SessionAuthority(app[IDENTITY], storage.captures, storage.sessions),
+            limits=limits,
         )
         app[ENGINE] = engine
         app[ERASURE] = erasure = Erasure(storage, app[IDENTITY], engine.lifecycle, hub.data_deleted)
@@ -104,6 +126,7 @@ def create_app(
                     await retention
             await engine.close()
 
+    app.cleanup_ctx.append(limits_ctx)
     app.cleanup_ctx.append(tracing_ctx)
     app.cleanup_ctx.append(storage_ctx)
     app.cleanup_ctx.append(engine_ctx)

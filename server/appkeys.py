@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from server.engine import Engine
     from server.erasure import Erasure
     from server.identity.learners import Identity
+    from server.limits.policy import Limits
     from server.settings import Settings
     from server.storage.factory import Storage
     from server.tracing import Tracing
@@ -28,3 +29,5 @@ IDENTITY: web.AppKey[Identity] = web.AppKey("identity")
 ERASURE: web.AppKey[Erasure] = web.AppKey("erasure")
 #: Turn traces when OTEL_EXPORTER_OTLP_ENDPOINT is set, else None (see server/tracing.py).
 TRACING: web.AppKey[Tracing | None] = web.AppKey("tracing")
+#: What one client may use (see server/limits/ and docs/security.md#limits).
+LIMITS: web.AppKey[Limits] = web.AppKey("limits")

@@ -20,7 +20,7 @@ from pipelines.ports import CaptureSink, NullObserver, SessionObserver, SessionS
 from pipelines.registry import Providers, ProviderSettings, build_providers
 from pipelines.session import Session, SessionConfig
 from pipelines.turns import TurnConfig
-from server.lifecycle import Authority, Gate, Lifecycle, SessionWatcher
+from server.lifecycle import Authority, ConnectionLimits, Gate, Lifecycle, SessionWatcher
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,7 @@ class Engine:
         gate: Gate | None = None,
         watcher: SessionWatcher | None = None,
         authority: Authority | None = None,
+        limits: ConnectionLimits | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -68,7 +69,7 @@ class Engine:
             provider_settings(settings), self.executor, self.observer
         )
         self.lifecycle = Lifecycle(
-            self.new_session, settings.max_sessions, gate, watcher, authority
+            self.new_session, settings.max_sessions, gate, watcher, authority, limits
         )
         self.ready = asyncio.Event()
         self._warm: asyncio.Task[None] | None = None

@@ -17,10 +17,12 @@ from typing import Any, Protocol
 
 from pipelines.outbox import Outbox, OutboxOverflow
 from pipelines.session import Session
+from server.limits.policy import Limited
 from server.liveness import CLOSE_NOT_READING, watch
 from server.transports.base import (
     CLOSE_GOING_AWAY,
     CLOSE_OK,
+    CLOSE_RATE_LIMITED,
     Admission,
     Opening,
     Refusal,
@@ -59,6 +61,26 @@ class Authority(Protocol):
         ...
 
 
+class ConnectionLimits(Protocol):
+    """How many connections one address and one learner may hold (server/limits/)."""
+
+    def connection(self, address: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """Held while a connection from `address` lives; raises `Limited` to refuse it."""
+        ...
+
+    def learner_socket(self, learner_id: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """Held while one of the learner's connections lives; raises `Limited`."""
+        ...
+
+
+class Unlimited:
+    def connection(self, address: str) -> contextlib.AbstractAsyncContextManager[None]:
+        return contextlib.nullcontext()
+
+    def learner_socket(self, learner_id: str) -> contextlib.AbstractAsyncContextManager[None]:
+        return contextlib.nullcontext()
+
+
 class OneLearner:
     """Every session belongs to one local learner: for tools and tests without identity."""
 
@@ -87,8 +109,10 @@ class Lifecycle:
         gate: Gate | None = None,
         watcher: SessionWatcher | None = None,
         authority: Authority | None = None,
+        limits: ConnectionLimits | None = None,
     ) -> None:
         self._new_session = new_session
+        self._limits: ConnectionLimits = limits or Unlimited()
         self._authority: Authority = authority or OneLearner()
         self.max_sessions = max_sessions
         self._gate: Gate = gate or OpenGate()
@@ -135,19 +159,42 @@ class Lifecycle:
         """Run one connection from handshake to close. Never raises for what a peer does."""
         early = self.refusal()  # maintenance or full: say so before any handshake
         if early is not None:
-            log.warning("session refused: %s", early.reason, extra={"transport": transport.kind})
-            await transport.refuse(early)
+            await self._refuse(transport, early)
             return
-        opening = await transport.accept()
-        if opening is None:
-            return
-        admission = await self._admit(opening)
-        if isinstance(admission, Refusal):
-            log.warning(
-                "session refused: %s", admission.reason, extra={"transport": transport.kind}
-            )
-            await transport.refuse(admission)
-            return
+        async with contextlib.AsyncExitStack() as held:
+            if transport.address_limited:  # its rate, then a place while it lives
+                refused = await self._hold(held, self._limits.connection(transport.client))
+                if refused is not None:
+                    await self._refuse(transport, refused)
+                    return
+            opening = await transport.accept()
+            if opening is None:
+                return
+            admission = await self._admit(opening)
+            if not isinstance(admission, Refusal):
+                limit = self._limits.learner_socket(admission.learner_id)
+                admission = await self._hold(held, limit) or admission
+            if isinstance(admission, Refusal):
+                await self._refuse(transport, admission)
+                return
+            await self._run(transport, opening, admission)
+
+    @staticmethod
+    async def _hold(
+        held: contextlib.AsyncExitStack, limit: contextlib.AbstractAsyncContextManager[None]
+    ) -> Refusal | None:
+        try:
+            await held.enter_async_context(limit)
+        except Limited as exc:
+            return Refusal(str(exc), CLOSE_RATE_LIMITED, "rate_limited")
+        return None
+
+    @staticmethod
+    async def _refuse(transport: Transport, refusal: Refusal) -> None:
+        log.warning("session refused: %s", refusal.reason, extra={"transport": transport.kind})
+        await transport.refuse(refusal)
+
+    async def _run(self, transport: Transport, opening: Opening, admission: Admission) -> None:
         self.transports[transport] = opening.session_id
         try:
             async with self.open_session(

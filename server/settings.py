@@ -16,6 +16,7 @@ from dataclasses import Field, dataclass, field, fields
 from types import MappingProxyType
 from typing import Any
 
+from admin.auth import MIN_KEY_CHARS
 from pipelines.env_values import boolean as _bool
 from pipelines.env_values import choice as _choice
 from pipelines.env_values import float_between as _float
@@ -370,6 +371,15 @@ class Settings(LimitSettings):
     )
 
     def __post_init__(self) -> None:
+        for name, value in (
+            ("ADMIN_API_KEY", self.admin_api_key),
+            ("METRICS_TOKEN", self.metrics_token),
+        ):
+            if value and len(value) < MIN_KEY_CHARS:
+                raise ConfigError(
+                    f"{name}: must be at least {MIN_KEY_CHARS} characters (a random one: "
+                    "`openssl rand -hex 24`)"
+                )
         declared = declared_settings()
         unknown = sorted(self.providers.keys() - declared.keys())
         if unknown:

@@ -30,6 +30,8 @@ CLOSE_GOING_AWAY = 1001
 CLOSE_INVALID_SESSION = 4400
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_NOT_FOUND = 4404
+#: A limit of docs/security.md (too many connections from one address or for one learner).
+CLOSE_RATE_LIMITED = 4429
 CLOSE_UNAVAILABLE = 4503
 
 
@@ -78,6 +80,11 @@ class Transport(Protocol):
     traffic: Traffic
     #: How long a quiet or stalled peer of this transport is kept.
     liveness: LivenessConfig
+    #: The client's address (what TRUSTED_PROXIES resolves), for per-address limits.
+    client: str
+    #: False when the per-address limits do not apply (a phone call signed by Twilio: every
+    #: call arrives from Twilio's addresses, and is limited per call instead).
+    address_limited: bool
 
     @property
     def closed(self) -> bool: ...

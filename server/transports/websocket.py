@@ -13,6 +13,9 @@ from server.liveness import LivenessConfig, Traffic
 
 
 class WebSocketPeer:
+    #: Per-address limits apply unless a transport knows better (see Transport).
+    address_limited = True
+
     def __init__(
         self, request: web.Request, ws: web.WebSocketResponse, liveness: LivenessConfig
     ) -> None:
@@ -20,6 +23,8 @@ class WebSocketPeer:
         self.ws = ws
         self.liveness = liveness
         self.traffic = Traffic()
+        #: The client's address (the edge middleware resolved TRUSTED_PROXIES already).
+        self.client = request.remote or "unknown"
 
     @property
     def closed(self) -> bool:

@@ -25,7 +25,7 @@ CHROMIUM = (
     if Path("/usr/bin/chromium").exists()
     else shutil.which("chromium") or "/usr/bin/chromium"
 )
-ADMIN_KEY = "e2e-admin-key"
+ADMIN_KEY = "e2e-admin-key-0123456"
 
 
 def chromium_missing_reason() -> str | None:

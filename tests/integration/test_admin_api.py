@@ -123,8 +123,11 @@ async def test_wrong_keys_are_rate_limited_per_client(client: TestClient) -> Non
     assert r.status == 429
     assert 1 <= int(r.headers["Retry-After"]) <= 60
     assert (await r.json())["error"]["code"] == "too_many_attempts"
-    # Locked out even with the right key, so guessing cannot continue at full speed.
+    # The right key is never refused, even from the address that failed.
     r = await client.get("/admin/api/metrics", headers=auth())
+    assert r.status == 200
+    # Wrong keys go on being refused, and each further failure does not shorten the wait.
+    r = await client.get("/admin/api/metrics", headers=auth("nope-nope-nope"))
     assert r.status == 429
 
 
@@ -329,14 +332,14 @@ def test_from_settings_reads_the_server_settings() -> None:
 
     settings = Settings.from_env(
         {
-            "ADMIN_API_KEY": "from-env-admin-key",
-            "METRICS_TOKEN": "from-env-token",
+            "ADMIN_API_KEY": "from-env-admin-key-0123",
+            "METRICS_TOKEN": "from-env-token-0123456",
             "REDIS_URL": "redis://127.0.0.1:6379/0",
         }
     )
     hub = AdminHub.from_settings(settings)
-    assert hub.admin_api_key == "from-env-admin-key"
-    assert hub.metrics_token == "from-env-token"
+    assert hub.admin_api_key == "from-env-admin-key-0123"
+    assert hub.metrics_token == "from-env-token-0123456"
     assert hub.maintenance.backend.name == "redis"
     prefix = getattr(settings, "redis_key_prefix", "")
     assert hub.maintenance.backend.key == f"{prefix}lva:maintenance"  # type: ignore[attr-defined]

@@ -16,9 +16,17 @@ from pipelines import events as ev
 from pipelines.registry import Providers
 from pipelines.session import Session
 from server.engine import Engine
+from server.limits.policy import Limits
+from server.limits.store import LocalStore
 from server.liveness import CLOSE_NOT_READING, LivenessConfig, Traffic
 from server.settings import Settings
-from server.transports.base import CLOSE_UNAVAILABLE, Admission, Opening, Refusal
+from server.transports.base import (
+    CLOSE_RATE_LIMITED,
+    CLOSE_UNAVAILABLE,
+    Admission,
+    Opening,
+    Refusal,
+)
 from tests.fakes_engine import DictStore, ListSink, ScriptedLLM, ScriptedSTT, ToneTTS
 
 REPLY = "Spaced repetition works. What will you review first?"
@@ -33,6 +41,8 @@ class MemoryTransport:
     config: dict[str, Any] = field(default_factory=dict)
     liveness: LivenessConfig = QUIET
     kind: str = "memory"
+    client: str = "192.0.2.1"
+    address_limited: bool = True
     traffic: Traffic = field(default_factory=Traffic)
     inbox: asyncio.Queue[tuple[str, Any]] = field(default_factory=asyncio.Queue)
     received: asyncio.Queue[ev.Event] = field(default_factory=asyncio.Queue)
@@ -256,5 +266,63 @@ async def test_capacity_counts_connections_still_being_admitted(tmp_path) -> Non
         ]
         admitted[0].inbox.put_nowait(("hang_up", None))
         await asyncio.gather(*serving)
+    finally:
+        await engine.close()
+
+
+async def test_per_address_and_per_learner_limits_refuse_with_4429_and_free_on_hang_up(
+    tmp_path,
+) -> None:
+    settings = Settings.from_env(
+        {"MAX_SOCKETS_PER_ADDRESS": "2", "MAX_SOCKETS_PER_LEARNER": "3"},
+        database_path=str(tmp_path / "c.db"),
+    )
+    refused: list[str] = []
+    limits = Limits(settings, LocalStore(), refused.append)
+    providers = Providers(stt=ScriptedSTT(["hi"]), llm=ScriptedLLM(REPLY), tts=ToneTTS(0.1))
+    engine = Engine(settings, DictStore(), ListSink(), providers=providers, limits=limits)
+    try:
+        peers = [MemoryTransport(f"a-{i}", client="198.51.100.7") for i in range(3)]
+        serving = [asyncio.create_task(engine.lifecycle.serve(p)) for p in peers[:2]]
+        for peer in peers[:2]:
+            peer.inbox.put_nowait(("text", "hello"))
+            await until(peer, ev.ResponseDone)
+        async with asyncio.timeout(5):
+            await engine.lifecycle.serve(peers[2])  # a third from the same address
+        assert peers[2].refused is not None and peers[2].refused.code == CLOSE_RATE_LIMITED
+        assert peers[2].refused.error == "rate_limited" and peers[2].greeted == ""
+        assert refused == ["sockets_per_address"]
+
+        # Another address is admitted; then the one learner ("local") is at its limit of 3.
+        other = MemoryTransport("b-1", client="203.0.113.9")
+        serving.append(asyncio.create_task(engine.lifecycle.serve(other)))
+        other.inbox.put_nowait(("text", "hello"))
+        await until(other, ev.ResponseDone)
+        fourth = MemoryTransport("c-1", client="203.0.113.10")
+        async with asyncio.timeout(5):
+            await engine.lifecycle.serve(fourth)
+        assert fourth.refused is not None and fourth.refused.code == CLOSE_RATE_LIMITED
+        assert refused == ["sockets_per_address", "sockets_per_learner"]
+
+        # A signed phone call is not limited per address (Twilio's addresses carry every call).
+        peers[0].inbox.put_nowait(("hang_up", None))
+        await serving[0]
+        phone = MemoryTransport("p-1", client="198.51.100.7", address_limited=False)
+        phone_serving = asyncio.create_task(engine.lifecycle.serve(phone))
+        phone.inbox.put_nowait(("text", "hello"))
+        await until(phone, ev.ResponseDone)
+        assert phone.refused is None
+
+        # Hanging up frees the address's place.
+        peers[1].inbox.put_nowait(("hang_up", None))
+        await serving[1]
+        again = MemoryTransport("a-9", client="198.51.100.7")
+        again_serving = asyncio.create_task(engine.lifecycle.serve(again))
+        again.inbox.put_nowait(("text", "back"))
+        await until(again, ev.ResponseDone)
+        for peer in (other, phone, again):
+            peer.inbox.put_nowait(("hang_up", None))
+        await asyncio.gather(serving[2], phone_serving, again_serving)
+        assert not engine.lifecycle.sessions
     finally:
         await engine.close()

@@ -80,17 +80,37 @@ def test_http_stats_series_are_capped() -> None:
     assert stats.overall.requests == 10
 
 
-def test_failure_limiter_window() -> None:
+def test_failure_limiter_counts_failures_in_a_window_then_blocks() -> None:
     clock = Clock()
     lim = FailureLimiter(max_failures=3, window_seconds=60, clock=clock)
-    for _ in range(3):
-        assert lim.retry_after("1.2.3.4") == 0
-        lim.fail("1.2.3.4")
-        clock.now += 10
-    assert lim.retry_after("1.2.3.4") == 30  # the first failure leaves the window at t+60
+    assert lim.fail("1.2.3.4") == 0
+    clock.now += 61  # that failure left the window
+    assert lim.fail("1.2.3.4") == 0
+    clock.now += 10
+    assert lim.fail("1.2.3.4") == 0
+    clock.now += 10
+    assert lim.fail("1.2.3.4") == 60  # the third in a minute: blocked for a window
+    assert lim.retry_after("1.2.3.4") == 60
     assert lim.retry_after("5.6.7.8") == 0  # other clients are not affected
-    clock.now += 30
+    clock.now += 59.5
+    assert lim.retry_after("1.2.3.4") == 1
+    clock.now += 0.5
     assert lim.retry_after("1.2.3.4") == 0
+
+
+def test_failure_limiter_doubles_the_wait_for_a_client_that_goes_on() -> None:
+    clock = Clock()
+    lim = FailureLimiter(max_failures=2, window_seconds=10, max_backoff_seconds=35, clock=clock)
+    waits = []
+    for _ in range(4):
+        lim.fail("a")
+        waits.append(lim.fail("a"))
+        assert lim.fail("a") == lim.retry_after("a")  # failing while blocked: same wait
+        clock.now += waits[-1]
+    assert waits == [10, 20, 35, 35]  # doubling, capped
+    clock.now += 10.1  # a whole window without failing: the next block starts small again
+    lim.fail("a")
+    assert lim.fail("a") == 10
 
 
 def test_failure_limiter_forgets_old_clients_first() -> None:

@@ -46,7 +46,7 @@ def test_secrets_are_redacted():
     s = Settings.from_env(
         {
             "ANTHROPIC_API_KEY": "sk-ant-secret",
-            "ADMIN_API_KEY": "admin-secret",
+            "ADMIN_API_KEY": "admin-secret-0123456789",
             "DATABASE_URL": "postgresql://me:hunter2@db:5432/app",
         }
     )
@@ -60,3 +60,24 @@ def test_readme_documents_every_setting():
     text = README.read_text()
     missing = [name for name, _, _ in env_docs() if not re.search(rf"`{name}`", text)]
     assert not missing, f"README lacks: {missing}"
+
+
+@pytest.mark.parametrize("name", ["ADMIN_API_KEY", "METRICS_TOKEN"])
+def test_short_operator_keys_stop_the_server_naming_the_variable(name: str) -> None:
+    with pytest.raises(ConfigError, match=f"{name}: must be at least 16 characters"):
+        Settings.from_env({name: "x" * 15})
+    assert len(getattr(Settings.from_env({name: "x" * 16}), name.lower())) == 16
+
+
+def test_limit_settings_are_read_and_validated() -> None:
+    s = Settings.from_env(
+        {"TRUSTED_PROXIES": "10.0.0.0/8, 192.168.1.7", "ALLOWED_ORIGINS": "https://a.example/"}
+    )
+    assert s.trusted_proxies == ("10.0.0.0/8", "192.168.1.7/32")
+    assert s.allowed_origins == ("https://a.example",)
+    with pytest.raises(ConfigError, match="TRUSTED_PROXIES"):
+        Settings.from_env({"TRUSTED_PROXIES": "10.0.0.0/8, proxy.example"})
+    with pytest.raises(ConfigError, match="ALLOWED_ORIGINS"):
+        Settings.from_env({"ALLOWED_ORIGINS": "a.example"})
+    with pytest.raises(ConfigError, match="AUDIO_MAX_SPEED"):
+        Settings.from_env({"AUDIO_MAX_SPEED": "0.5"})

@@ -1,0 +1,65 @@
+"""The edge middlewares: the client's address first, then the per-address request limit.
+
+`client_address` runs before everything else, so limits, the access log and metrics all
+see the address TRUSTED_PROXIES resolves (as `request.remote`). `request_limit` answers
+429 `rate_limited` with Retry-After when one address sends more HTTP requests than
+HTTP_PER_MINUTE_PER_ADDRESS. Static files (the page, its scripts) and WebSocket upgrades
+are not counted here: the first are cheap and cached, the second have connection limits
+of their own (server/lifecycle.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from server.http_errors import error_body
+from server.limits.edge import ClientAddresses
+from server.limits.policy import Limited, Limits
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
+
+#: Not counted by the per-address request limit.
+UNCOUNTED_PREFIXES = ("/static/", "/admin/static/")
+UNCOUNTED_PATHS = frozenset({"/", "/favicon.ico", "/admin/", "/admin"})
+
+
+def client_address(addresses: ClientAddresses) -> Middleware:
+    @web.middleware
+    async def client_address(request: web.Request, handler: Handler) -> web.StreamResponse:
+        client = addresses.client(request.remote, request.headers)
+        if client != request.remote:
+            request = request.clone(remote=client)
+        return await handler(request)
+
+    return client_address
+
+
+def limited_response(exc: Limited) -> web.Response:
+    return web.json_response(
+        error_body("rate_limited", str(exc)),
+        status=429,
+        headers={"Retry-After": exc.retry_after_header},
+    )
+
+
+def request_limit(limits: Limits) -> Middleware:
+    @web.middleware
+    async def request_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if counted(request):
+            try:
+                await limits.http_request(request.remote or "unknown")
+            except Limited as exc:
+                return limited_response(exc)
+        return await handler(request)
+
+    return request_limit
+
+
+def counted(request: web.Request) -> bool:
+    path = request.path
+    if path in UNCOUNTED_PATHS or path.startswith(UNCOUNTED_PREFIXES):
+        return False
+    return request.headers.get("Upgrade", "").lower() != "websocket"

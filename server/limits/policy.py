@@ -1,0 +1,118 @@
+"""What one client may use: the limits of docs/security.md, checked against a `LimitStore`.
+
+Every refusal raises `Limited` (which limit, how long to wait, a message for the client)
+and is counted by name through `on_limited` (the `/metrics` counter `lva_limited_total`).
+Callers turn it into their edge's error: HTTP 429 with Retry-After, or close code 4429.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+from server.limits.bucket import Rate
+from server.limits.settings import LimitSettings
+from server.limits.store import LimitStore
+
+#: Every limit by name (the `limit` label of `lva_limited_total`: a fixed set).
+LIMITS = (
+    "http_per_address",
+    "http_per_learner",
+    "conversation",
+    "search",
+    "connection_rate",
+    "sockets_per_address",
+    "sockets_per_learner",
+    "ws_messages",
+    "audio_speed",
+    "admin_failures",
+)
+
+
+class Limited(Exception):
+    def __init__(self, limit: str, retry_after: float, message: str) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.retry_after = retry_after
+
+    @property
+    def retry_after_header(self) -> str:
+        return str(max(1, math.ceil(self.retry_after)))
+
+
+class Limits:
+    def __init__(
+        self,
+        settings: LimitSettings,
+        store: LimitStore,
+        on_limited: Callable[[str], None] = lambda limit: None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.on_limited = on_limited
+        self._rates = {
+            "http_per_address": Rate.per_minute(settings.http_per_minute_per_address),
+            "http_per_learner": Rate.per_minute(settings.http_per_minute_per_learner),
+            "conversation": Rate.per_minute(settings.conversation_per_minute),
+            "search": Rate.per_minute(settings.search_per_minute),
+            "connection_rate": Rate(
+                settings.connections_per_second, float(settings.connections_burst)
+            ),
+        }
+
+    def refuse(self, limit: str, retry_after: float, message: str) -> Limited:
+        self.on_limited(limit)
+        return Limited(limit, retry_after, message)
+
+    async def _take(self, limit: str, key: str, what: str) -> None:
+        wait = await self.store.take(limit, key, self._rates[limit])
+        if wait > 0:
+            raise self.refuse(limit, wait, f"too many {what}; retry in {math.ceil(wait)} s")
+
+    # --- HTTP ------------------------------------------------------------------------
+    async def http_request(self, address: str) -> None:
+        await self._take("http_per_address", address, "requests from this address")
+
+    async def learner_request(self, learner_id: str) -> None:
+        await self._take("http_per_learner", learner_id, "requests by this learner")
+
+    async def conversation_turn(self, learner_id: str) -> None:
+        await self._take("conversation", learner_id, "typed turns")
+
+    async def search(self, learner_id: str) -> None:
+        await self._take("search", learner_id, "searches")
+
+    # --- voice connections -----------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def connection(self, address: str) -> AsyncIterator[None]:
+        """A new voice connection from `address`: its rate, then a place while it lives."""
+        await self._take("connection_rate", address, "new connections from this address")
+        async with self._place(
+            "sockets_per_address",
+            address,
+            self.settings.max_sockets_per_address,
+            "connections from this address",
+        ):
+            yield
+
+    @contextlib.asynccontextmanager
+    async def learner_socket(self, learner_id: str) -> AsyncIterator[None]:
+        async with self._place(
+            "sockets_per_learner",
+            learner_id,
+            self.settings.max_sockets_per_learner,
+            "open connections for this learner",
+        ):
+            yield
+
+    @contextlib.asynccontextmanager
+    async def _place(self, limit: str, key: str, most: int, what: str) -> AsyncIterator[None]:
+        holder = uuid.uuid4().hex
+        if not await self.store.acquire(limit, key, most, holder):
+            raise self.refuse(limit, 5.0, f"too many {what} (at most {most})")
+        try:
+            yield
+        finally:
+            await self.store.release(limit, key, holder)
