@@ -152,6 +152,12 @@ class AdminApi:
         return _ok(self.hub.maintenance.to_dict())
 
     async def maintenance_set(self, request: web.Request) -> web.StreamResponse:
+        if request.content_type != "application/json":
+            return json_error(
+                415,
+                "unsupported_media_type",
+                "Send the body as JSON, with `Content-Type: application/json`.",
+            )
         try:
             body = await request.json()
         except (ValueError, RecursionError):  # RecursionError: [[[[... nested too deep

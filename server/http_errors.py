@@ -65,8 +65,27 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return json_error(500, "internal", "internal server error")
 
 
+def is_json(content_type: str) -> bool:
+    """`application/json` or a `+json` type (aiohttp has dropped any `; charset=...`)."""
+    return content_type == "application/json" or (
+        content_type.startswith("application/") and content_type.endswith("+json")
+    )
+
+
+def require_json(request: web.Request) -> None:
+    if not is_json(request.content_type):
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            "send the body as JSON, with `Content-Type: application/json`",
+        )
+
+
 async def read_json_object(request: web.Request, max_bytes: int = 64 * 1024) -> dict:
-    """The request body as a JSON object, or a clear 4xx."""
+    """The request body as a JSON object, or a clear 4xx. The body must be declared JSON
+    (`Content-Type: application/json`): a form or text/plain post, which a page on another
+    site can send without asking, is refused with 415 before it is read."""
+    require_json(request)
     if request.content_length is not None and request.content_length > max_bytes:
         raise ApiError(413, "payload_too_large", f"body over {max_bytes} bytes")
     # StreamReader.read(n) returns what has arrived so far, not n bytes: read to EOF

@@ -2,6 +2,7 @@
 
 Routes call `learner_of(request)`; a bad credential is a 401 JSON error (a 503 when the
 identity provider's keys cannot be fetched), never a 500, and never echoes the credential.
+A learner over HTTP_PER_MINUTE_PER_LEARNER gets 429 `rate_limited`, whatever its address.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ import re
 
 from aiohttp import web
 
-from server.appkeys import IDENTITY
+from server.appkeys import IDENTITY, LIMITS
 from server.http_errors import ApiError
 from server.identity.errors import CredentialError
 from server.identity.learners import Learner
+from server.limits.http import within
 
 _BEARER = re.compile(r"^Bearer[ ]+([A-Za-z0-9._~+/=-]+)$", re.IGNORECASE)
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="learning-voice-agent"'}
@@ -46,8 +48,10 @@ async def learner_of(request: web.Request, *, create: bool = False) -> Learner:
             **_CHALLENGE,
         )
     try:
-        return await identity.verify(token)
+        learner = await identity.verify(token)
     except CredentialError as exc:
         if exc.code == "identity_provider_unavailable":
             raise ApiError(503, exc.code, str(exc), **{"Retry-After": "5"}) from None
         raise ApiError(401, exc.code, str(exc), **_CHALLENGE) from None
+    await within(request.app[LIMITS].learner_request(learner.id))
+    return learner

@@ -18,10 +18,11 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from server.appkeys import STORAGE
+from server.appkeys import LIMITS, STORAGE
 from server.http_errors import ApiError, read_json_object
 from server.identity.http import learner_of
 from server.identity.learners import Learner
+from server.limits.http import within
 from server.storage.base import SearchHit, SearchQuery, StoredCapture
 from server.validation import valid_session_id
 
@@ -132,6 +133,7 @@ async def owned_session(request: web.Request, learner: Learner, session_id: str)
 async def search(request: web.Request) -> web.Response:
     query = parse_search(await read_json_object(request))
     learner = await learner_of(request)
+    await within(request.app[LIMITS].search(learner.id))
     query = replace(query, learner_id=learner.id)
     if query.session_id is not None:
         await owned_session(request, learner, query.session_id)

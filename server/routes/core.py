@@ -11,9 +11,10 @@ from aiohttp import web
 
 from pipelines.conversation import text_turn
 from server import __version__
-from server.appkeys import ENGINE, STORAGE
+from server.appkeys import ENGINE, LIMITS, STORAGE
 from server.http_errors import ApiError, read_json_object
 from server.identity.http import learner_of
+from server.limits.http import within
 from server.routes.captures import storage_call
 from server.validation import MAX_TEXT_CHARS, valid_session_id
 
@@ -76,6 +77,7 @@ async def conversation(request: web.Request) -> web.Response:
     elif not valid_session_id(session_id):
         raise ApiError(400, "invalid_session_id", "`session_id` must match [A-Za-z0-9_-]{1,64}")
     learner = await learner_of(request, create=True)
+    await within(request.app[LIMITS].conversation_turn(learner.id))
     engine = request.app[ENGINE]
     storage = request.app[STORAGE]
     owner = await storage_call(

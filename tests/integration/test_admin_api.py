@@ -201,9 +201,21 @@ async def test_errors_ring_correlates_with_request_id(client: TestClient) -> Non
 
 @pytest.mark.parametrize("raw", [b"{", b"[" * 60_000, b"\xff"])
 async def test_maintenance_body_must_be_json(client: TestClient, hub: AdminHub, raw: bytes) -> None:
-    r = await client.post("/admin/api/maintenance", data=raw, headers=auth())
+    headers = {**auth(), "Content-Type": "application/json"}
+    r = await client.post("/admin/api/maintenance", data=raw, headers=headers)
     assert r.status == 400
     assert (await r.json())["error"]["code"] == "invalid_json"
+    assert hub.maintenance.enabled is False
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded"])
+async def test_maintenance_body_must_be_declared_json(
+    client: TestClient, hub: AdminHub, content_type: str
+) -> None:
+    headers = {**auth(), "Content-Type": content_type}
+    r = await client.post("/admin/api/maintenance", data=b'{"enabled": true}', headers=headers)
+    assert r.status == 415
+    assert (await r.json())["error"]["code"] == "unsupported_media_type"
     assert hub.maintenance.enabled is False
 
 

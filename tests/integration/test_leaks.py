@@ -94,6 +94,11 @@ async def test_thousand_sessions_leave_nothing_behind(tmp_path: Path) -> None:
         llm_providers=("simulated",),
         tts_providers=("simulated",),
         log_level="warning",
+        # One learner on one address opening a thousand connections is a load generator,
+        # not a learner: the per-address and per-learner limits are raised, as for make bench.
+        max_sockets_per_learner=CONCURRENCY,
+        connections_per_second=10_000.0,
+        connections_burst=10_000,
     )
     app = create_app(settings)
     runner = web.AppRunner(app, handle_signals=False)

@@ -9,9 +9,11 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from server.appkeys import IDENTITY, STORAGE
+from server.appkeys import IDENTITY, LIMITS, STORAGE
 from server.http_errors import json_errors
 from server.identity.setup import build_identity
+from server.limits.policy import Limits
+from server.limits.store import LocalStore
 from server.routes.captures import routes
 from server.settings import Settings
 from server.storage.base import LEGACY_LEARNER
@@ -32,6 +34,7 @@ def app_with(storage: Storage, settings: Settings) -> web.Application:
     app = web.Application(middlewares=[json_errors])
     app[STORAGE] = storage
     app[IDENTITY] = build_identity(settings, storage.captures.is_forgotten)
+    app[LIMITS] = Limits(settings, LocalStore())
     app.add_routes(routes)
     return app
 
