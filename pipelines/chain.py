@@ -36,6 +36,7 @@ from typing import Any
 from audio.resample import StreamResampler
 from pipelines.chain_policy import LAST_RESORT_FACTOR, ChainPolicy, Member, members_of
 from pipelines.chain_stt import ChainSTTStream
+from pipelines.context_budget import fit_context
 from pipelines.fallback import AllFailed, Fallback, Rules
 from pipelines.ports import Exchange, NullObserver, SessionObserver
 from pipelines.prompts import APOLOGY
@@ -124,7 +125,8 @@ class LLMChain(_Chain):
     stage = "llm"
 
     async def stream(self, user_text: str, history: Sequence[Exchange]) -> AsyncIterator[str]:
-        reply = self.fallback.run(_Reply(user_text, history), self.rules)
+        context = fit_context(history, user_text, self.policy.context_max_chars)
+        reply = self.fallback.run(_Reply(user_text, context), self.rules)
         try:
             async with contextlib.aclosing(reply):  # a barge-in closes the provider's stream
                 async for delta in reply:

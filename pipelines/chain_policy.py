@@ -32,6 +32,8 @@ class ChainPolicy:
     breaker_failures: int = 3
     breaker_cooldown: float = 30.0
     breaker_max_cooldown: float = 300.0
+    #: Characters of history plus user text one LLM request may carry (context_budget).
+    context_max_chars: int = 12000
 
 
 @dataclass(slots=True, eq=False)

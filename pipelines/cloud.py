@@ -23,6 +23,7 @@ class ProviderConfig:
     breaker_failures: int = 3
     breaker_cooldown: float = 30.0
     breaker_max_cooldown: float = 300.0
+    context_max_chars: int = 12000
 
     def policy(self) -> ChainPolicy:
         return ChainPolicy(
@@ -34,6 +35,7 @@ class ProviderConfig:
             breaker_failures=self.breaker_failures,
             breaker_cooldown=self.breaker_cooldown,
             breaker_max_cooldown=self.breaker_max_cooldown,
+            context_max_chars=self.context_max_chars,
         )
 
 

@@ -41,6 +41,7 @@ def provider_settings(s: Settings) -> ProviderSettings:
             retries=s.provider_retries,
             breaker_failures=s.breaker_failures,
             breaker_cooldown=s.breaker_cooldown_s,
+            context_max_chars=s.llm_context_max_chars,
         ),
     )
 

@@ -12,6 +12,7 @@ import contextlib
 import contextvars
 import json
 import logging
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -20,7 +21,10 @@ from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 from audio.resample import SUPPORTED_RATES
 from pipelines.events import AudioFrame, Event
 from pipelines.session import MODES, Session, SessionConfig, SessionInputError
-from server.appkeys import ENGINE
+from server.appkeys import ENGINE, LIMITS, SETTINGS
+from server.http_errors import ApiError
+from server.limits.messages import MessageBudget, Verdict
+from server.limits.origin import origin_allowed
 from server.liveness import CLOSE_NOT_READING, LivenessConfig
 from server.transports import direct
 from server.transports.base import (
@@ -47,7 +51,16 @@ def _error(code: str, message: str) -> str:
     return json.dumps({"type": "error", "code": code, "message": message})
 
 
-async def ws_handler(request: web.Request) -> web.WebSocketResponse:
+async def ws_handler(request: web.Request) -> web.StreamResponse:
+    settings = request.app[SETTINGS]
+    origin = request.headers.get("Origin")
+    if not origin_allowed(origin, request.host, settings.allowed_origins, settings.public_url):
+        log.warning("WebSocket refused: origin not allowed")
+        raise ApiError(
+            403,
+            "origin_not_allowed",
+            "this page's origin may not open a voice connection (see ALLOWED_ORIGINS)",
+        )
     # autoping off: pings and pongs reach the receive loop and count as traffic.
     response = direct.DirectAudioResponse if direct.available() else web.WebSocketResponse
     ws = response(max_msg_size=1024 * 1024, compress=False, autoping=False)
@@ -69,6 +82,9 @@ class BrowserTransport(WebSocketPeer):
         self._first: WSMessage | None = None
         #: A learner token issued for this connection, handed over in the next `ready`.
         self._issued: str | None = None
+        #: Control messages per second (WS_MESSAGES_PER_SECOND); the excess is dropped.
+        self.budget = MessageBudget(request.app[SETTINGS].ws_messages_per_second, time.monotonic())
+        self.on_limited = request.app[LIMITS].on_limited
 
     async def accept(self) -> Opening | None:
         """The learner's credential: `?token=`, or else the first message (a `start` may
@@ -143,6 +159,12 @@ class BrowserTransport(WebSocketPeer):
         await _receive_loop(self, session, first)
 
 
+_TOO_MANY = _error(
+    "rate_limited", "too many control messages; the excess was dropped (WS_MESSAGES_PER_SECOND)"
+)
+ALLOW, DROP_AND_TELL = Verdict.ALLOW, Verdict.DROP_AND_TELL
+
+
 def _type_of(msg: WSMessage | None) -> object:
     """The `type` of a JSON text message (None for anything else)."""
     if msg is None or msg.type is not WSMsgType.TEXT:
@@ -207,6 +229,7 @@ async def _receive_loop(
             return True
 
         shortcut.sink = sink
+    monotonic = time.monotonic
     pending = first
     while True:
         if pending is not None:
@@ -234,6 +257,12 @@ async def _receive_loop(
         elif kind is WSMsgType.PONG:
             pass
         elif kind is WSMsgType.TEXT:
+            verdict = transport.budget.take(monotonic())
+            if verdict is not ALLOW:
+                if verdict is DROP_AND_TELL:
+                    transport.on_limited("ws_messages")
+                    await ws.send_str(_TOO_MANY)
+                continue
             try:
                 done = await _handle_text(transport, session, msg.data)
             except SessionInputError as exc:
