@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -98,7 +99,7 @@ if not redis.call('ZSCORE', KEYS[1], ARGV[2]) then
   if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
 end
 redis.call('ZADD', KEYS[1], now + ttl, ARGV[2])
-redis.call('EXPIRE', KEYS[1], ttl + 1)
+redis.call('PEXPIRE', KEYS[1], math.ceil((ttl + 1) * 1000))
 return 1
 """
 
@@ -193,11 +194,12 @@ class RedisStore:
             if not held:
                 continue
             try:
-                now = float((await self._redis.time())[0])
+                seconds, micros = await self._redis.time()
+                now = seconds + micros / 1e6
                 async with self._redis.pipeline(transaction=False) as pipe:
                     for rkey, holder in held:
                         pipe.zadd(rkey, {holder: now + LEASE_SECONDS}, xx=True)
-                        pipe.expire(rkey, LEASE_SECONDS + 1)
+                        pipe.pexpire(rkey, math.ceil((LEASE_SECONDS + 1) * 1000))
                     await pipe.execute()
             except Exception as exc:  # tried again on the next round
                 self._fell_back(exc)

@@ -23,6 +23,8 @@ from pipelines.registry import Providers
 from server.app import create_app
 from server.appkeys import IDENTITY
 from server.settings import Settings
+from tests.fakes import fixtures
+from tests.fakes.anthropic import FakeAnthropic
 from tests.fakes_engine import ScriptedLLM, ScriptedSTT, ToneTTS
 from tests.server_process import ServerProcess
 
@@ -30,6 +32,9 @@ ATTACKER = "127.0.0.1"
 NEIGHBOUR = "127.0.0.2"
 ADMIN_KEY = "abuse-test-admin-key-0123456789"
 METRICS_TOKEN = "abuse-test-metrics-token-0123456789"
+
+
+fake_anthropic = fixtures.fake_anthropic
 
 
 def session_from(address: str) -> aiohttp.ClientSession:
@@ -352,3 +357,47 @@ async def test_the_operators_key_works_during_a_brute_force_run(server: Server) 
         resp = await attacker.get(f"{server.url}/metrics", headers=bearer("x" * 20))
         assert resp.status == 401
         assert await limited_count(operator, server.url, "admin_failures") >= 50
+
+
+# --- cost ----------------------------------------------------------------------------------
+async def test_long_turns_do_not_make_every_later_request_to_a_paid_model_longer(
+    tmp_path: Path, fake_anthropic: FakeAnthropic
+) -> None:
+    """Ten 4000-character typed turns: each request to the (wire-faithful) Anthropic API
+    carries at most LLM_CONTEXT_MAX_CHARS of conversation, the newest first kept."""
+    settings = Settings.from_env(
+        {
+            "LLM_PROVIDERS": "anthropic",
+            "ANTHROPIC_API_KEY": fake_anthropic.api_key,
+            "ANTHROPIC_BASE_URL": fake_anthropic.base_url,
+            "STT_PROVIDERS": "simulated",
+            "TTS_PROVIDERS": "simulated",
+        },
+        database_path=str(tmp_path / "c.db"),
+        embedder="static",
+        conversation_per_minute=1000,
+        llm_context_max_chars=20000,  # the fake echoes each turn: an exchange is ~8000 chars
+    )
+    server = TestServer(create_app(settings), host="127.0.0.1")
+    await server.start_server()
+    try:
+        token = server.app[IDENTITY].tokens.issue("learner-g")
+        async with session_from(ATTACKER) as http:
+            for i in range(10):
+                resp = await http.post(
+                    f"http://127.0.0.1:{server.port}/api/conversation",
+                    json={"text": f"{i} " + "words " * 666, "session_id": "long-1"},
+                    headers=bearer(token),
+                )
+                assert resp.status == 200, await resp.text()
+        sent = [
+            r["body"]["messages"] for r in fake_anthropic.requests if r["path"] == "/v1/messages"
+        ]
+        assert len(sent) == 10
+        sizes = [sum(len(m["content"]) for m in messages) for messages in sent]
+        assert max(sizes) <= settings.llm_context_max_chars
+        last = sent[-1]
+        assert last[-1]["content"].startswith("9 ") and last[-3]["content"].startswith("8 ")
+        assert len(last) < 2 * 10 - 1  # the oldest turns were left out of the request
+    finally:
+        await server.close()
