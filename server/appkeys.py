@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from server.settings import Settings
     from server.storage.factory import Storage
     from server.tracing import Tracing
+    from server.transports.twilio_tokens import StreamGate
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 #: Sessions store, capture store and capture writer (see server/storage/factory.py).
@@ -28,3 +29,5 @@ IDENTITY: web.AppKey[Identity] = web.AppKey("identity")
 ERASURE: web.AppKey[Erasure] = web.AppKey("erasure")
 #: Turn traces when OTEL_EXPORTER_OTLP_ENDPOINT is set, else None (see server/tracing.py).
 TRACING: web.AppKey[Tracing | None] = web.AppKey("tracing")
+#: Per-call phone stream tokens: issued by /twilio/voice, checked once by /twilio/stream.
+STREAM_GATE: web.AppKey[StreamGate] = web.AppKey("stream_gate")

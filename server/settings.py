@@ -10,6 +10,7 @@ with a message naming the variable, never later.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import Field, dataclass, field, fields
@@ -272,8 +273,16 @@ class Settings(LimitSettings):
     public_url: str = _env(
         "PUBLIC_URL",
         "The server's public https URL as Twilio sees it (for signatures and the stream "
-        "URL); empty = from the request's Host and X-Forwarded-Proto.",
+        "URL); required with TWILIO_AUTH_TOKEN unless HOST is loopback; empty = the "
+        "request's own scheme and Host (forwarded headers are not trusted).",
         default="",
+    )
+    twilio_stream_token_ttl_seconds: int = _env(
+        "TWILIO_STREAM_TOKEN_TTL_SECONDS",
+        "Lifetime of the one-use token /twilio/voice gives each call's stream (Twilio opens "
+        "the stream at once).",
+        _int(5, 3600),
+        default=60,
     )
     # --- providers -------------------------------------------------------------------
     #: Every provider-declared setting by variable name (ANTHROPIC_API_KEY, OPENAI_MODEL,
@@ -376,6 +385,18 @@ class Settings(LimitSettings):
             raise ConfigError(f"{', '.join(unknown)}: no provider declares it")
         complete = {name: s.read(None) for name, s in declared.items()} | dict(self.providers)
         object.__setattr__(self, "providers", MappingProxyType(complete))
+        self._check_public_url()
+
+    def _check_public_url(self) -> None:
+        """Twilio signs the URL it called. Without PUBLIC_URL that URL would be rebuilt
+        from what the caller sent (Host, scheme), so a server reachable from outside must
+        say what its public URL is once phone calls are configured."""
+        phone = self.twilio_validate_signature and self.twilio_auth_token
+        if phone and not self.public_url and not is_loopback(self.host):
+            raise ConfigError(
+                f"PUBLIC_URL must be set (the https URL Twilio calls) when TWILIO_AUTH_TOKEN "
+                f"is set and HOST={self.host!r} is not loopback"
+            )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -440,6 +461,16 @@ def _read(name: str, raw: str | None, parse: Callable[[str | None], Any]) -> Any
         return parse(raw)
     except ValueError as exc:
         raise ConfigError(f"{name}={raw!r}: {exc}") from None
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.1, ::1, localhost (and the rest of 127.0.0.0/8): reachable from this host only."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def is_secret(env_name: str) -> bool:
