@@ -26,6 +26,7 @@ from pipelines.provider_spec import Setting
 from pipelines.registry import REGISTRY
 from server.env_field import env_field as _env
 from server.limits.settings import LimitSettings
+from server.redaction import looks_like_url, redact_url
 
 
 class ConfigError(ValueError):
@@ -414,17 +415,19 @@ class Settings(LimitSettings):
         return cls(**values)
 
     def redacted(self) -> dict[str, Any]:
-        """For logs and admin: every secret replaced by whether it is set."""
+        """For logs and admin: every secret replaced by whether it is set, and the
+        credentials inside every URL (server's and providers': REDIS_URL, DATABASE_URL,
+        PUBLIC_URL, *_BASE_URL, ...) replaced by `***`."""
         out: dict[str, Any] = {}
         for f in _server_fields():
             value = getattr(self, f.name)
             if is_secret(f.metadata["env"]):
                 value = "set" if value else ""
-            elif f.name in ("redis_url", "database_url", "otel_exporter_otlp_endpoint") and value:
-                value = redact_url(value)
-            out[f.metadata["env"]] = value
+            out[f.metadata["env"]] = _without_url_credentials(value)
         for name, value in self.providers.items():
-            out[name] = ("set" if value else "") if self._secret(name) else value
+            if self._secret(name):
+                value = "set" if value else ""
+            out[name] = _without_url_credentials(value)
         return out
 
     def secrets(self) -> list[str]:
@@ -477,14 +480,14 @@ def is_secret(env_name: str) -> bool:
     return env_name.endswith(("_KEY", "_TOKEN", "_SECRET"))
 
 
-def redact_url(url: str) -> str:
-    """postgresql://user:pw@host/db -> postgresql://user:***@host/db"""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    cred, _, host = rest.rpartition("@")
-    user = cred.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
+def _without_url_credentials(value: Any) -> Any:
+    """A setting's value with `redact_url` applied to every URL in it (a string, or a
+    tuple of strings such as ALLOWED_ORIGINS); other values as they are."""
+    if isinstance(value, str):
+        return redact_url(value) if looks_like_url(value) else value
+    if isinstance(value, tuple):
+        return tuple(_without_url_credentials(v) for v in value)
+    return value
 
 
 def server_env_docs() -> list[tuple[str, str, str]]:
