@@ -3,6 +3,9 @@
     python -m loadtest.phone_sim speech.wav --url ws://127.0.0.1:8080/twilio/stream
     python -m loadtest.phone_sim speech.wav --interrupt stop.wav --interrupt-after 1.0
 
+Like Twilio, it first asks the server's voice webhook (`POST /twilio/voice`, beside the
+stream URL, signed when an auth token is given) how to answer the call, and sends the
+TwiML's Stream parameters (the call's one-use stream token among them) in `start`.
 It sends `connected` and `start` like Twilio, then a 20 ms mu-law `media` frame every 20 ms
 of real time for the whole call (the caller's speech when there is some, line silence
 otherwise), and `stop` to hang up. The agent's `media` is "played" in real time: each `mark`
@@ -22,12 +25,15 @@ import base64
 import contextlib
 import json
 import time
+import urllib.parse
 import uuid
 import wave
+import xml.etree.ElementTree as ElementTree
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 import websockets
 
 from audio.mulaw import mulaw_decode, mulaw_encode
@@ -78,6 +84,22 @@ class Received:
         return seen
 
 
+def voice_url_for(stream_url: str) -> str:
+    """ws://host/twilio/stream -> http://host/twilio/voice (the webhook beside the stream)."""
+    parts = urllib.parse.urlsplit(stream_url)
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+    path = parts.path.rsplit("/", 1)[0] + "/voice"
+    return urllib.parse.urlunsplit((scheme, parts.netloc, path, "", ""))
+
+
+def stream_parameters(twiml: str) -> dict[str, str]:
+    """The `<Parameter>`s of the `<Stream>` in a TwiML answer (Twilio's customParameters)."""
+    stream = ElementTree.fromstring(twiml).find("./Connect/Stream")
+    if stream is None:
+        raise ValueError("the TwiML answer connects no stream")
+    return {p.get("name", ""): p.get("value", "") for p in stream.findall("Parameter")}
+
+
 class PhoneCall:
     def __init__(
         self,
@@ -87,13 +109,17 @@ class PhoneCall:
         auth_token: str = "",
         signed_url: str | None = None,
         parameters: dict[str, str] | None = None,
+        answer: bool = True,
     ) -> None:
         self.url = url
         self.call_sid = call_sid or "CA" + uuid.uuid4().hex
         self.stream_sid = "MZ" + uuid.uuid4().hex
         self.auth_token = auth_token
         self.signed_url = signed_url or url
+        #: Sent in `start.customParameters`, over what the voice webhook's TwiML gave.
         self.parameters = parameters or {}
+        #: Ask the voice webhook first, as Twilio does (False: open the stream directly).
+        self.answer = answer
         self.rx = Received()
         #: (start, end) monotonic times of each `say`, as sent on the line.
         self.spoken: list[tuple[float, float]] = []
@@ -113,7 +139,31 @@ class PhoneCall:
         self._cleared = asyncio.Event()
 
     # ----------------------------------------------------------------- life cycle
+    async def answer_call(self) -> dict[str, str]:
+        """POST the call to the voice webhook like Twilio; the Stream parameters it gives."""
+        form = {"CallSid": self.call_sid, "AccountSid": "AC" + "0" * 32}
+        if self.parameters.get("from"):
+            form["From"] = self.parameters["from"]
+        url = voice_url_for(self.url)
+        headers = {}
+        if self.auth_token:
+            from twilio.request_validator import RequestValidator
+
+            signed = voice_url_for(self.signed_url)
+            headers["X-Twilio-Signature"] = RequestValidator(self.auth_token).compute_signature(
+                signed, form
+            )
+        timeout = aiohttp.ClientTimeout(total=10)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            async with http.post(url, data=form, headers=headers) as response:
+                body = await response.text()
+                if response.status != 200:
+                    raise RuntimeError(f"{url} answered {response.status}: {body[:200]}")
+        return stream_parameters(body)
+
     async def __aenter__(self) -> PhoneCall:
+        if self.answer:
+            self.parameters = {**await self.answer_call(), **self.parameters}
         headers = {}
         if self.auth_token:
             from twilio.request_validator import RequestValidator

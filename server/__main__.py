@@ -98,16 +98,22 @@ def main(argv: list[str] | None = None) -> int:
     log.info("starting", extra={"config": settings.redacted()})
     app = create_app(settings)
     app.on_startup.append(_freeze_gc)  # after storage and engine have started
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        shutdown_timeout=10.0,
-        access_log=None,
-        reuse_port=args.worker or None,
-        loop=_event_loop(args.loop),
-        print=lambda msg: log.info(msg),
-    )
+    try:
+        web.run_app(
+            app,
+            host=settings.host,
+            port=settings.port,
+            shutdown_timeout=10.0,
+            access_log=None,
+            reuse_port=args.worker or None,
+            loop=_event_loop(args.loop),
+            print=lambda msg: log.info(msg),
+        )
+    except Exception:
+        # Logged, not printed: the log's redaction covers the traceback (a driver's error
+        # may quote the URL it was given, password and all).
+        log.critical("server stopped by an error", exc_info=True)
+        return 1
     return 0
 
 

@@ -18,7 +18,17 @@ from aiohttp import web
 from admin.checks import capture_writer_check, providers_check
 from admin.hub import AdminHub
 from pipelines.registry import Providers
-from server.appkeys import ADMIN, ENGINE, ERASURE, IDENTITY, LIMITS, SETTINGS, STORAGE, TRACING
+from server.appkeys import (
+    ADMIN,
+    ENGINE,
+    ERASURE,
+    IDENTITY,
+    LIMITS,
+    SETTINGS,
+    STORAGE,
+    STREAM_GATE,
+    TRACING,
+)
 from server.engine import Engine
 from server.erasure import Erasure, retention_loop
 from server.http_errors import json_errors
@@ -34,6 +44,7 @@ from server.settings import Settings
 from server.storage.factory import close_storage, open_storage
 from server.tracing import Tracing, start_tracing
 from server.transports.browser import ws_handler
+from server.transports.twilio_tokens import KEY_PURPOSE, build_gate
 from server.twilio import routes as _twilio_routes
 
 log = logging.getLogger(__name__)
@@ -87,6 +98,12 @@ def create_app(
         app[STORAGE] = storage
         _watch_storage(hub, storage)
         app[IDENTITY] = build_identity(settings, storage.captures.is_forgotten)
+        app[STREAM_GATE] = build_gate(
+            app[IDENTITY].derived_key(KEY_PURPOSE),
+            settings.twilio_stream_token_ttl_seconds,
+            storage.sessions.client if settings.redis_url else None,
+            settings.redis_key_prefix,
+        )
         try:
             yield
         finally:

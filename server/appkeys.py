@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from server.settings import Settings
     from server.storage.factory import Storage
     from server.tracing import Tracing
+    from server.transports.twilio_tokens import StreamGate
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 #: Sessions store, capture store and capture writer (see server/storage/factory.py).
@@ -31,3 +32,5 @@ ERASURE: web.AppKey[Erasure] = web.AppKey("erasure")
 TRACING: web.AppKey[Tracing | None] = web.AppKey("tracing")
 #: What one client may use (see server/limits/ and docs/security.md#limits).
 LIMITS: web.AppKey[Limits] = web.AppKey("limits")
+#: Per-call phone stream tokens: issued by /twilio/voice, checked once by /twilio/stream.
+STREAM_GATE: web.AppKey[StreamGate] = web.AppKey("stream_gate")

@@ -4,8 +4,10 @@ Every line carries the request id and session id of the code that logged it (fro
 contextvars in `admin.context`), so one id finds everything that happened for a request
 or a conversation. Secrets never reach the output: `RedactingFilter` replaces the values
 of environment variables whose names end in _KEY, _TOKEN or _SECRET, any extra secret it
-is given, and passwords in URLs (scheme://user:PASSWORD@host) with `***`, in the message,
-the arguments, extra fields and the stack trace alike.
+is given, and credentials in URLs (scheme://user:PASSWORD@host, and ?token=, ?password=,
+?api_key=, ?signature=... parameters, see server/redaction.py) with `***`, in the message,
+the arguments, extra fields (strings inside dicts and lists too) and the stack trace alike.
+The filter sits on the root handler, so what libraries log is redacted as well.
 """
 
 from __future__ import annotations
@@ -13,19 +15,18 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import sys
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any, TextIO
 
 from admin.context import request_id_var, session_id_var
+from server.redaction import redact_url
 from server.settings import Settings
 
 _SECRET_SUFFIXES = ("_KEY", "_TOKEN", "_SECRET")
 #: Shorter values are not redacted by value: replacing every "1" or "yes" would wreck logs.
 MIN_SECRET_LENGTH = 6
-_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@\s/]+(?=@)")
 _RESERVED = frozenset(
     set(vars(logging.LogRecord("x", 0, "x", 0, "x", None, None)))
     | {"message", "asctime", "request_id", "session_id", "taskName"}
@@ -53,7 +54,21 @@ class Redactor:
         for secret in self._secrets:
             if secret in text:
                 text = text.replace(secret, "***")
-        return _URL_PASSWORD.sub(r"\g<head>***", text)
+        return redact_url(text)
+
+    def value(self, value: Any, depth: int = 0) -> Any:
+        """An extra field redacted: strings, and the strings inside dicts, lists, tuples
+        and sets (e.g. the start-up `config`); numbers and the like as they are; any other
+        object as its redacted text (the formatter would print its str() anyway)."""
+        if isinstance(value, str):
+            return self(value)
+        if value is None or isinstance(value, (bool, int, float)) or depth > 8:
+            return value
+        if isinstance(value, Mapping):
+            return {k: self.value(v, depth + 1) for k, v in value.items()}
+        if isinstance(value, (list, tuple, set, frozenset)):
+            return [self.value(v, depth + 1) for v in value]
+        return self(str(value))
 
 
 class RedactingFilter(logging.Filter):
@@ -78,8 +93,8 @@ class RedactingFilter(logging.Filter):
         if record.stack_info:
             record.stack_info = self.redact(record.stack_info)
         for key, value in list(vars(record).items()):
-            if key not in _RESERVED and isinstance(value, str):
-                setattr(record, key, self.redact(value))
+            if key not in _RESERVED and not key.startswith("_"):
+                setattr(record, key, self.redact.value(value))
         return True
 
 

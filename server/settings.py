@@ -10,6 +10,7 @@ with a message naming the variable, never later.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import Field, dataclass, field, fields
@@ -26,6 +27,7 @@ from pipelines.provider_spec import Setting
 from pipelines.registry import REGISTRY
 from server.env_field import env_field as _env
 from server.limits.settings import LimitSettings
+from server.redaction import looks_like_url, redact_url
 
 
 class ConfigError(ValueError):
@@ -273,8 +275,16 @@ class Settings(LimitSettings):
     public_url: str = _env(
         "PUBLIC_URL",
         "The server's public https URL as Twilio sees it (for signatures and the stream "
-        "URL); empty = from the request's Host and X-Forwarded-Proto.",
+        "URL); required with TWILIO_AUTH_TOKEN unless HOST is loopback; empty = the "
+        "request's own scheme and Host (forwarded headers are not trusted).",
         default="",
+    )
+    twilio_stream_token_ttl_seconds: int = _env(
+        "TWILIO_STREAM_TOKEN_TTL_SECONDS",
+        "Lifetime of the one-use token /twilio/voice gives each call's stream (Twilio opens "
+        "the stream at once).",
+        _int(5, 3600),
+        default=60,
     )
     # --- providers -------------------------------------------------------------------
     #: Every provider-declared setting by variable name (ANTHROPIC_API_KEY, OPENAI_MODEL,
@@ -386,6 +396,18 @@ class Settings(LimitSettings):
             raise ConfigError(f"{', '.join(unknown)}: no provider declares it")
         complete = {name: s.read(None) for name, s in declared.items()} | dict(self.providers)
         object.__setattr__(self, "providers", MappingProxyType(complete))
+        self._check_public_url()
+
+    def _check_public_url(self) -> None:
+        """Twilio signs the URL it called. Without PUBLIC_URL that URL would be rebuilt
+        from what the caller sent (Host, scheme), so a server reachable from outside must
+        say what its public URL is once phone calls are configured."""
+        phone = self.twilio_validate_signature and self.twilio_auth_token
+        if phone and not self.public_url and not is_loopback(self.host):
+            raise ConfigError(
+                f"PUBLIC_URL must be set (the https URL Twilio calls) when TWILIO_AUTH_TOKEN "
+                f"is set and HOST={self.host!r} is not loopback"
+            )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -403,17 +425,19 @@ class Settings(LimitSettings):
         return cls(**values)
 
     def redacted(self) -> dict[str, Any]:
-        """For logs and admin: every secret replaced by whether it is set."""
+        """For logs and admin: every secret replaced by whether it is set, and the
+        credentials inside every URL (server's and providers': REDIS_URL, DATABASE_URL,
+        PUBLIC_URL, *_BASE_URL, ...) replaced by `***`."""
         out: dict[str, Any] = {}
         for f in _server_fields():
             value = getattr(self, f.name)
             if is_secret(f.metadata["env"]):
                 value = "set" if value else ""
-            elif f.name in ("redis_url", "database_url", "otel_exporter_otlp_endpoint") and value:
-                value = redact_url(value)
-            out[f.metadata["env"]] = value
+            out[f.metadata["env"]] = _without_url_credentials(value)
         for name, value in self.providers.items():
-            out[name] = ("set" if value else "") if self._secret(name) else value
+            if self._secret(name):
+                value = "set" if value else ""
+            out[name] = _without_url_credentials(value)
         return out
 
     def secrets(self) -> list[str]:
@@ -452,18 +476,28 @@ def _read(name: str, raw: str | None, parse: Callable[[str | None], Any]) -> Any
         raise ConfigError(f"{name}={raw!r}: {exc}") from None
 
 
+def is_loopback(host: str) -> bool:
+    """127.0.0.1, ::1, localhost (and the rest of 127.0.0.0/8): reachable from this host only."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def is_secret(env_name: str) -> bool:
     return env_name.endswith(("_KEY", "_TOKEN", "_SECRET"))
 
 
-def redact_url(url: str) -> str:
-    """postgresql://user:pw@host/db -> postgresql://user:***@host/db"""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    cred, _, host = rest.rpartition("@")
-    user = cred.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
+def _without_url_credentials(value: Any) -> Any:
+    """A setting's value with `redact_url` applied to every URL in it (a string, or a
+    tuple of strings such as ALLOWED_ORIGINS); other values as they are."""
+    if isinstance(value, str):
+        return redact_url(value) if looks_like_url(value) else value
+    if isinstance(value, tuple):
+        return tuple(_without_url_credentials(v) for v in value)
+    return value
 
 
 def server_env_docs() -> list[tuple[str, str, str]]:

@@ -4,6 +4,15 @@ bidirectional Media Stream at `/twilio/stream` (handled in server/transports/twi
 Every /twilio/* request must carry a valid `X-Twilio-Signature` (HMAC of the URL Twilio
 called and its POST parameters, keyed with TWILIO_AUTH_TOKEN), so that only Twilio can open
 phone sessions. `TWILIO_VALIDATE_SIGNATURE=false` turns the check off for local testing.
+
+The stream's own signature covers only the stream URL, the same for every call, so it
+proves nothing about which call is streaming: the TwiML also gives the stream a one-use
+token bound to the call (server/transports/twilio_tokens.py), without which its `start` is
+refused, signatures on or off.
+
+The URL a signature is checked against is PUBLIC_URL when set (required once phone calls
+are configured on a server that is not loopback-only), else the request's own scheme and
+Host: X-Forwarded-* headers are anyone's to send, so they are not believed.
 """
 
 from __future__ import annotations
@@ -14,10 +23,11 @@ from aiohttp import web
 from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Connect, Stream, VoiceResponse
 
-from server.appkeys import SETTINGS
+from server.appkeys import SETTINGS, STREAM_GATE
 from server.http_errors import ApiError
 from server.settings import Settings
 from server.transports.twilio_media import stream_handler
+from server.transports.twilio_tokens import TOKEN_PARAM
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +39,11 @@ _MAX_PARAM = 256
 
 
 def public_base(request: web.Request, settings: Settings) -> str:
-    """The server's base URL as the caller (Twilio) sees it, e.g. https://voice.example.com."""
+    """The server's base URL as the caller (Twilio) sees it, e.g. https://voice.example.com:
+    PUBLIC_URL, else the request's own scheme and Host (never X-Forwarded-*)."""
     if settings.public_url:
         return settings.public_url.rstrip("/")
-    proto = request.headers.get("X-Forwarded-Proto", request.scheme).split(",")[0].strip()
-    host = request.headers.get("X-Forwarded-Host", request.host).split(",")[0].strip()
-    return f"{proto}://{host}"
+    return f"{request.scheme}://{request.host}"
 
 
 def ws_base(http_base: str) -> str:
@@ -47,10 +56,11 @@ def ws_base(http_base: str) -> str:
 
 def check_signature(
     request: web.Request, url: str, params: dict[str, str], settings: Settings
-) -> None:
-    """Raise 403 unless the request is signed by Twilio (or the check is switched off)."""
+) -> bool:
+    """Raise 403 unless the request is signed by Twilio or the check is switched off;
+    whether the signature was verified."""
     if not settings.twilio_validate_signature:
-        return
+        return False
     if not settings.twilio_auth_token:
         raise ApiError(
             403,
@@ -64,6 +74,7 @@ def check_signature(
     ):
         log.warning("rejected twilio request with a bad signature", extra={"path": request.path})
         raise ApiError(403, "invalid_signature", "X-Twilio-Signature does not match this request")
+    return True
 
 
 @routes.post("/twilio/voice")
@@ -79,6 +90,7 @@ async def voice(request: web.Request) -> web.Response:
     connect = Connect()
     stream = Stream(url=ws_base(base) + STREAM_PATH)
     stream.parameter(name="callSid", value=call_sid)
+    stream.parameter(name=TOKEN_PARAM, value=request.app[STREAM_GATE].issue(call_sid))
     if params.get("From"):
         stream.parameter(name="from", value=params["From"][:_MAX_PARAM])
     connect.append(stream)
@@ -91,5 +103,7 @@ async def voice(request: web.Request) -> web.Response:
 async def stream(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     url = ws_base(public_base(request, settings)) + request.path_qs
-    check_signature(request, url, {}, settings)
-    return await stream_handler(request)
+    signed = check_signature(request, url, {}, settings)
+    # Every call's stream comes from Twilio's own addresses: a signed one is limited per
+    # call (its token), not per address.
+    return await stream_handler(request, address_limited=not signed)

@@ -46,11 +46,17 @@ class Identity:
     ) -> None:
         self.tokens = tokens
         self.oidc = oidc
-        self._phone_key = hmac.new(secret, b"phone-number-key", hashlib.sha256).digest()
+        self._secret = secret
+        self._phone_key = self.derived_key("phone-number-key")
         self._is_forgotten = is_forgotten
         self._clock = clock
         self._known_live: dict[str, float] = {}
         self._forgotten: set[str] = set()
+
+    def derived_key(self, purpose: str) -> bytes:
+        """A key of its own for one use of the server secret (number hashes, stream
+        tokens, ...): what one use reveals or signs is worth nothing to another."""
+        return hmac.new(self._secret, purpose.encode(), hashlib.sha256).digest()
 
     def new_anonymous(self) -> Learner:
         learner_id = "anon_" + secrets.token_hex(12)

@@ -98,6 +98,12 @@ class RedisSessionStore:
         self._touch = self._redis.register_script(_TOUCH)
         self.errors = 0
 
+    @property
+    def client(self) -> aioredis.Redis:
+        """The connection pool, for other records that must hold across instances (e.g.
+        used stream tokens, server/transports/twilio_tokens.py)."""
+        return self._redis
+
     def meta_key(self, session_id: str) -> str:
         return f"{self._prefix}session:{session_id}"
 

@@ -9,6 +9,11 @@ so the caller stops hearing the agent at once.
 
 The session id derives from the CallSid, so the call's captures and context are found under
 `call-<CallSid>`. Anything malformed is logged and ignored: a phone call never dies of it.
+
+A `start` opens a session only with the call's stream token (`customParameters.streamToken`,
+issued by `POST /twilio/voice`, server/transports/twilio_tokens.py): valid, unexpired, for
+that `callSid`, and never used before. Any other `start` is logged with the reason and the
+stream closed with 4401, before a session exists.
 """
 
 from __future__ import annotations
@@ -29,9 +34,10 @@ from aiohttp import WSMessage, WSMsgType, web
 from audio.mulaw import mulaw_decode, mulaw_encode
 from pipelines.events import AudioEnd, AudioFrame, Event, Interrupted
 from pipelines.session import Session
-from server.appkeys import ENGINE
+from server.appkeys import ENGINE, STREAM_GATE
 from server.liveness import LivenessConfig
-from server.transports.base import Admission, Opening, Refusal
+from server.transports.base import CLOSE_UNAUTHORIZED, Admission, Opening, Refusal
+from server.transports.twilio_tokens import TOKEN_PARAM, StreamGate, TokenRefused
 from server.transports.websocket import WebSocketPeer
 
 log = logging.getLogger(__name__)
@@ -77,10 +83,13 @@ def session_id_for(call_sid: str) -> str:
     return f"call-{cleaned or uuid.uuid4().hex}"
 
 
-async def stream_handler(request: web.Request) -> web.WebSocketResponse:
+async def stream_handler(
+    request: web.Request, *, address_limited: bool = True
+) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(max_msg_size=256 * 1024, compress=False, autoping=False)
     await ws.prepare(request)
-    await request.app[ENGINE].lifecycle.serve(TwilioCall(request, ws))
+    call = TwilioCall(request, ws, request.app[STREAM_GATE], address_limited=address_limited)
+    await request.app[ENGINE].lifecycle.serve(call)
     return ws
 
 
@@ -89,8 +98,21 @@ class TwilioCall(WebSocketPeer):
 
     kind = "phone"
 
-    def __init__(self, request: web.Request, ws: web.WebSocketResponse) -> None:
+    def __init__(
+        self,
+        request: web.Request,
+        ws: web.WebSocketResponse,
+        gate: StreamGate,
+        *,
+        address_limited: bool = True,
+    ) -> None:
         super().__init__(request, ws, LIVENESS)
+        self.gate = gate
+        #: Whether per-address connection limits apply to this stream. False once the
+        #: upgrade's X-Twilio-Signature is verified: Twilio opens every call's stream from
+        #: its own few addresses, so a signed stream is limited per call (its one-use
+        #: token) instead. True when signature checks are off (anyone could be calling).
+        self.address_limited = address_limited
         self.stream_sid = ""
         self.call_sid = ""
         self.session: Session | None = None
@@ -104,11 +126,22 @@ class TwilioCall(WebSocketPeer):
             return None
         self.call_sid = str(start.get("callSid") or "")
         params = start.get("customParameters")
+        params = params if isinstance(params, dict) else {}
+        try:
+            await self.gate.admit(params.get(TOKEN_PARAM), self.call_sid)
+        except TokenRefused as refused:
+            log.warning(
+                "twilio stream refused: %s", refused.reason,
+                extra={"reason": refused.code, "call_sid": self.call_sid[:64],
+                       "stream_sid": self.stream_sid[:64]},
+            )  # fmt: skip
+            await self.close(CLOSE_UNAUTHORIZED, refused.code)
+            return None
         return Opening(
             session_id_for(self.call_sid or self.stream_sid),
             PHONE_CONFIG,
             # The learner is the caller's number, hashed (never stored or logged as is).
-            caller=caller_number(params.get("from") if isinstance(params, dict) else None),
+            caller=caller_number(params.get("from")),
         )
 
     async def refuse(self, refusal: Refusal) -> None:

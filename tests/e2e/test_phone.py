@@ -16,8 +16,9 @@ import pytest
 import websockets
 from twilio.request_validator import RequestValidator
 
-from loadtest.phone_sim import PhoneCall
+from loadtest.phone_sim import PhoneCall, stream_parameters
 from pipelines.llm.coach import coach_reply
+from server.transports.twilio_tokens import TOKEN_PARAM
 from tests.server_process import ServerProcess
 from tests.speech import silence, synth
 
@@ -111,6 +112,7 @@ def test_voice_webhook_returns_twiml_for_signed_requests_only(server):
     assert body.startswith("<?xml") and "<Response><Connect>" in body
     assert f'<Stream url="ws://127.0.0.1:{server.port}/twilio/stream">' in body
     assert f'<Parameter name="callSid" value="CA{"1" * 32}" />' in body
+    assert stream_parameters(body)[TOKEN_PARAM].startswith("v1.")  # this call's stream token
 
     forged = RequestValidator("not-the-token").compute_signature(url, params)
     for headers in ({"X-Twilio-Signature": forged}, {}):
