@@ -8,6 +8,7 @@ Callers turn it into their edge's error: HTTP 429 with Retry-After, or close cod
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import math
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -29,6 +30,21 @@ LIMITS = (
     "audio_speed",
     "admin_failures",
 )
+
+
+def address_key(address: str) -> str:
+    """What a per-address limit counts: an IPv4 address, or an IPv6 client's /64 (one
+    home or phone is given a whole /64 and can pick any address in it at will)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if ip.version == 6:
+        mapped = ip.ipv4_mapped
+        if mapped is not None:
+            return str(mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return address
 
 
 class Limited(Exception):
@@ -73,7 +89,7 @@ class Limits:
 
     # --- HTTP ------------------------------------------------------------------------
     async def http_request(self, address: str) -> None:
-        await self._take("http_per_address", address, "requests from this address")
+        await self._take("http_per_address", address_key(address), "requests from this address")
 
     async def learner_request(self, learner_id: str) -> None:
         await self._take("http_per_learner", learner_id, "requests by this learner")
@@ -88,10 +104,11 @@ class Limits:
     @contextlib.asynccontextmanager
     async def connection(self, address: str) -> AsyncIterator[None]:
         """A new voice connection from `address`: its rate, then a place while it lives."""
-        await self._take("connection_rate", address, "new connections from this address")
+        key = address_key(address)
+        await self._take("connection_rate", key, "new connections from this address")
         async with self._place(
             "sockets_per_address",
-            address,
+            key,
             self.settings.max_sockets_per_address,
             "connections from this address",
         ):

@@ -11,6 +11,7 @@ from server.limits.bucket import Counts, KeyedBuckets, Rate, TokenBucket
 from server.limits.edge import ClientAddresses
 from server.limits.messages import MessageBudget, Verdict
 from server.limits.origin import origin_allowed
+from server.limits.policy import address_key
 
 
 def test_a_bucket_allows_its_burst_then_its_rate() -> None:
@@ -116,3 +117,11 @@ def test_context_keeps_the_newest_exchanges_that_fit() -> None:
     mixed = [*history[:3], long, history[4]]
     assert fit_context(mixed, "q", 650) == [long, history[4]]
     assert fit_context(mixed, "q", 450) == [history[4]]  # older short ones never jump the long
+
+
+def test_ipv6_clients_are_counted_by_their_64() -> None:
+    assert address_key("203.0.113.9") == "203.0.113.9"
+    assert address_key("2001:db8:1:2:aaaa::1") == "2001:db8:1:2::/64"
+    assert address_key("2001:db8:1:2:ffff:1:2:3") == "2001:db8:1:2::/64"
+    assert address_key("::ffff:198.51.100.4") == "198.51.100.4"
+    assert address_key("unknown") == "unknown"
