@@ -46,7 +46,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from admin.auth import FailureLimiter
+from admin.auth import FailureLimiter, keys_match
 from admin.context import request_id_var
 from admin.errors import ErrorLog, ErrorRecord
 from admin.fleet import MONITORING_ROUTES, fleet_summary
@@ -275,6 +275,16 @@ class AdminHub:
     def ws_closed(self) -> None:
         self.active_websockets = max(0, self.active_websockets - 1)
         self.prom.ws_sessions.dec()
+
+    def is_operator(self, request: web.Request) -> bool:
+        """The request carries the right admin key or metrics token (checked in constant
+        time; a wrong one is not counted here: the route's own check does that)."""
+        key = request.headers.get("X-Admin-Key")
+        if key is not None and keys_match(self.admin_api_key, key):
+            return True
+        auth = request.headers.get("Authorization", "")
+        token = auth[7:] if auth.startswith("Bearer ") else None
+        return bool(self.metrics_token) and keys_match(self.metrics_token, token)
 
     def count_limited(self, limit: str) -> None:
         """A request, connection or message refused by a limit (a fixed set of names)."""

@@ -152,7 +152,10 @@ class AdminApi:
         return _ok(self.hub.maintenance.to_dict())
 
     async def maintenance_set(self, request: web.Request) -> web.StreamResponse:
-        if request.content_type != "application/json":
+        ctype = request.content_type
+        if ctype != "application/json" and not (
+            ctype.startswith("application/") and ctype.endswith("+json")
+        ):
             return json_error(
                 415,
                 "unsupported_media_type",

@@ -45,9 +45,14 @@ from server.storage.factory import close_storage, open_storage
 from server.tracing import Tracing, start_tracing
 from server.transports.browser import ws_handler
 from server.transports.twilio_tokens import KEY_PURPOSE, build_gate
+from server.twilio import STREAM_PATH
 from server.twilio import routes as _twilio_routes
 
 log = logging.getLogger(__name__)
+
+
+#: Routes whose WebSocket upgrades are voice connections (limited as connections).
+VOICE_ROUTES = frozenset({"/ws/{session_id}", STREAM_PATH})
 
 
 def create_app(
@@ -64,9 +69,11 @@ def create_app(
     )
     app = web.Application(
         middlewares=[
-            client_address(ClientAddresses(settings.trusted_proxies)),  # first: who is asking
+            client_address(  # first: who is asking
+                ClientAddresses(settings.trusted_proxies, settings.forwarded_header)
+            ),
             hub.middleware,
-            request_limit(limits),
+            request_limit(limits, VOICE_ROUTES, hub.is_operator),
             json_errors,
         ],
         client_max_size=1024 * 1024,

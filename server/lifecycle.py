@@ -62,10 +62,14 @@ class Authority(Protocol):
 
 
 class ConnectionLimits(Protocol):
-    """How many connections one address and one learner may hold (server/limits/)."""
+    """How fast one address may connect, and how many connections one address and one
+    learner may hold (server/limits/). Each raises `Limited` to refuse."""
 
-    def connection(self, address: str) -> contextlib.AbstractAsyncContextManager[None]:
-        """Held while a connection from `address` lives; raises `Limited` to refuse it."""
+    async def connection_rate(self, address: str) -> None: ...
+
+    def address_place(self, address: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """Held while a connection from `address` lives (or until it proves it is limited
+        per call, `Opening.per_call`)."""
         ...
 
     def learner_socket(self, learner_id: str) -> contextlib.AbstractAsyncContextManager[None]:
@@ -74,7 +78,10 @@ class ConnectionLimits(Protocol):
 
 
 class Unlimited:
-    def connection(self, address: str) -> contextlib.AbstractAsyncContextManager[None]:
+    async def connection_rate(self, address: str) -> None:
+        pass
+
+    def address_place(self, address: str) -> contextlib.AbstractAsyncContextManager[None]:
         return contextlib.nullcontext()
 
     def learner_socket(self, learner_id: str) -> contextlib.AbstractAsyncContextManager[None]:
@@ -162,14 +169,19 @@ class Lifecycle:
             await self._refuse(transport, early)
             return
         async with contextlib.AsyncExitStack() as held:
-            if transport.address_limited:  # its rate, then a place while it lives
-                refused = await self._hold(held, self._limits.connection(transport.client))
-                if refused is not None:
-                    await self._refuse(transport, refused)
-                    return
+            # A place of the client's address until the handshake is done (or the whole
+            # conversation): connections still in their handshake count too.
+            by_address = contextlib.AsyncExitStack()
+            held.push_async_callback(by_address.aclose)
+            refused = await self._limit_address(transport, by_address)
+            if refused is not None:
+                await self._refuse(transport, refused)
+                return
             opening = await transport.accept()
             if opening is None:
                 return
+            if opening.per_call:  # proven to be one call: not counted against its address
+                await by_address.aclose()
             admission = await self._admit(opening)
             if not isinstance(admission, Refusal):
                 limit = self._limits.learner_socket(admission.learner_id)
@@ -178,6 +190,16 @@ class Lifecycle:
                 await self._refuse(transport, admission)
                 return
             await self._run(transport, opening, admission)
+
+    async def _limit_address(
+        self, transport: Transport, held: contextlib.AsyncExitStack
+    ) -> Refusal | None:
+        if transport.address_limited:  # signed phone streams arrive from Twilio's addresses
+            try:
+                await self._limits.connection_rate(transport.client)
+            except Limited as exc:
+                return Refusal(str(exc), CLOSE_RATE_LIMITED, "rate_limited")
+        return await self._hold(held, self._limits.address_place(transport.client))
 
     @staticmethod
     async def _hold(

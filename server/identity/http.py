@@ -40,6 +40,7 @@ async def learner_of(request: web.Request, *, create: bool = False) -> Learner:
     token = credential_of(request)
     if token is None:
         if create:
+            await within(request.app[LIMITS].new_learner(request.remote or "unknown"))
             return identity.new_anonymous()
         raise ApiError(
             401,

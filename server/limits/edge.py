@@ -1,10 +1,13 @@
 """Who the client is at the edge: the peer address, or the address a trusted proxy names.
 
-`X-Forwarded-For` and `Forwarded` are honoured only when the peer is in TRUSTED_PROXIES,
-and then read from the right: each hop appends the address it received from, so the
-rightmost address that is not itself a trusted proxy is the client. Anything a client
-wrote to the left of that is ignored (a client can put any address there). Pure: headers
-in, an address out.
+The proxies' header (FORWARDED_HEADER: `X-Forwarded-For` or RFC 7239 `Forwarded`; one, so
+that a client cannot write the other one itself) is honoured only when the peer is in
+TRUSTED_PROXIES, and then read from the right: each hop appends the address it received
+from, so the rightmost address that is not itself a trusted proxy is the client. Anything
+a client wrote to the left of that is ignored (a client can put any address there). Every
+line of the header counts (a proxy may add a line of its own rather than append). IPv4
+addresses mapped into IPv6 (a dual-stack listener's `::ffff:10.0.0.2`) are IPv4. Pure:
+headers in, an address out.
 """
 
 from __future__ import annotations
@@ -29,16 +32,19 @@ def _address(raw: str) -> str | None:
     elif text.count(":") == 1:  # IPv4 with a port
         text = text.partition(":")[0]
     try:
-        return ipaddress.ip_address(text).compressed
+        ip = ipaddress.ip_address(text)
     except ValueError:
         return None
+    mapped = ip.ipv4_mapped if ip.version == 6 else None
+    return (mapped or ip).compressed
 
 
 class ClientAddresses:
-    def __init__(self, trusted: Iterable[str] = ()) -> None:
+    def __init__(self, trusted: Iterable[str] = (), header: str = "x-forwarded-for") -> None:
         self.trusted: tuple[IPNetwork, ...] = tuple(
             ipaddress.ip_network(t, strict=False) for t in trusted
         )
+        self.header = header.lower()
 
     def is_trusted(self, address: str | None) -> bool:
         if not address or not self.trusted:
@@ -67,13 +73,12 @@ class ClientAddresses:
         first = _address(hops[0]) if hops else None
         return first or peer_address
 
-    @staticmethod
-    def _hops(headers: Mapping[str, str]) -> list[str]:
+    def _hops(self, headers: Mapping[str, str]) -> list[str]:
         """Addresses in the order the proxies appended them (left = nearest the client)."""
-        forwarded = headers.get("Forwarded")
-        if forwarded:
-            return [m.group(1) or m.group(2) for m in _FORWARDED_FOR.finditer(forwarded)]
-        xff = headers.get("X-Forwarded-For")
-        if xff:
-            return [part for part in (p.strip() for p in xff.split(",")) if part]
-        return []
+        getall = getattr(headers, "getall", None)
+        name = "Forwarded" if self.header == "forwarded" else "X-Forwarded-For"
+        lines = getall(name, []) if getall is not None else [headers.get(name, "")]
+        value = ",".join(line for line in lines if line)
+        if name == "Forwarded":
+            return [m.group(1) or m.group(2) for m in _FORWARDED_FOR.finditer(value)]
+        return [part for part in (p.strip() for p in value.split(",")) if part]

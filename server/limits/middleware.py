@@ -3,9 +3,10 @@
 `client_address` runs before everything else, so limits, the access log and metrics all
 see the address TRUSTED_PROXIES resolves (as `request.remote`). `request_limit` answers
 429 `rate_limited` with Retry-After when one address sends more HTTP requests than
-HTTP_PER_MINUTE_PER_ADDRESS. Static files (the page, its scripts) and WebSocket upgrades
-are not counted here: the first are cheap and cached, the second have connection limits
-of their own (server/lifecycle.py).
+HTTP_PER_MINUTE_PER_ADDRESS. Not counted here: static files (the page, its scripts: cheap
+and cached), WebSocket upgrades on the voice routes (they have connection limits of their
+own, server/lifecycle.py), and requests carrying the right operator credential (an
+operator behind the same address as a flood must still get in: `operator`).
 """
 
 from __future__ import annotations
@@ -45,10 +46,17 @@ def limited_response(exc: Limited) -> web.Response:
     )
 
 
-def request_limit(limits: Limits) -> Middleware:
+def request_limit(
+    limits: Limits,
+    voice_routes: frozenset[str],
+    operator: Callable[[web.Request], bool] = lambda request: False,
+) -> Middleware:
+    """`voice_routes`: route templates whose upgrades are counted as connections instead;
+    `operator`: whether a request carries a right admin key or metrics token."""
+
     @web.middleware
     async def request_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if counted(request):
+        if counted(request, voice_routes) and not operator(request):
             try:
                 await limits.http_request(request.remote or "unknown")
             except Limited as exc:
@@ -58,8 +66,10 @@ def request_limit(limits: Limits) -> Middleware:
     return request_limit
 
 
-def counted(request: web.Request) -> bool:
+def counted(request: web.Request, voice_routes: frozenset[str]) -> bool:
     path = request.path
     if path in UNCOUNTED_PATHS or path.startswith(UNCOUNTED_PREFIXES):
         return False
-    return request.headers.get("Upgrade", "").lower() != "websocket"
+    resource = request.match_info.route.resource
+    upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
+    return not (upgrade and resource is not None and resource.canonical in voice_routes)

@@ -14,7 +14,10 @@ from urllib.parse import urlsplit
 
 
 def _netloc(url: str) -> str:
-    return urlsplit(url).netloc.lower()
+    try:
+        return urlsplit(url).netloc.lower()
+    except ValueError:  # e.g. `http://[`: not an origin at all
+        return ""
 
 
 def origin_allowed(

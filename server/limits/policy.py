@@ -21,6 +21,7 @@ from server.limits.store import LimitStore
 LIMITS = (
     "http_per_address",
     "http_per_learner",
+    "new_learners",
     "conversation",
     "search",
     "connection_rate",
@@ -71,6 +72,7 @@ class Limits:
         self._rates = {
             "http_per_address": Rate.per_minute(settings.http_per_minute_per_address),
             "http_per_learner": Rate.per_minute(settings.http_per_minute_per_learner),
+            "new_learners": Rate.per_minute(settings.new_learners_per_minute),
             "conversation": Rate.per_minute(settings.conversation_per_minute),
             "search": Rate.per_minute(settings.search_per_minute),
             "connection_rate": Rate(
@@ -94,25 +96,34 @@ class Limits:
     async def learner_request(self, learner_id: str) -> None:
         await self._take("http_per_learner", learner_id, "requests by this learner")
 
+    async def new_learner(self, address: str) -> None:
+        """An anonymous learner issued to a client at `address`."""
+        await self._take("new_learners", address_key(address), "new learners from this address")
+
     async def conversation_turn(self, learner_id: str) -> None:
         await self._take("conversation", learner_id, "typed turns")
+
+    async def anonymous_turn(self, address: str) -> None:
+        """A typed turn without a credential: counted per client address."""
+        await self._take("conversation", "address:" + address_key(address), "typed turns")
 
     async def search(self, learner_id: str) -> None:
         await self._take("search", learner_id, "searches")
 
     # --- voice connections -----------------------------------------------------------
-    @contextlib.asynccontextmanager
-    async def connection(self, address: str) -> AsyncIterator[None]:
-        """A new voice connection from `address`: its rate, then a place while it lives."""
+    async def connection_rate(self, address: str) -> None:
+        """A new voice connection from `address`."""
         key = address_key(address)
         await self._take("connection_rate", key, "new connections from this address")
-        async with self._place(
+
+    def address_place(self, address: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """A place among the connections `address` may hold, while the connection lives."""
+        return self._place(
             "sockets_per_address",
-            key,
+            address_key(address),
             self.settings.max_sockets_per_address,
             "connections from this address",
-        ):
-            yield
+        )
 
     @contextlib.asynccontextmanager
     async def learner_socket(self, learner_id: str) -> AsyncIterator[None]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pipelines.env_values import choice as _choice
 from pipelines.env_values import float_between as _float
 from pipelines.env_values import int_between as _int
 from server.env_field import env_field
@@ -55,6 +56,13 @@ class LimitSettings:
         "client address is what limits, logs and metrics use. Empty = the peer address.",
         cidrs,
         default=(),
+    )
+    forwarded_header: str = env_field(
+        "FORWARDED_HEADER",
+        "The header the trusted proxies write the client's address into: "
+        "`x-forwarded-for` or `forwarded` (RFC 7239); the other one is ignored.",
+        _choice("x-forwarded-for", "forwarded"),
+        default="x-forwarded-for",
     )
     allowed_origins: tuple[str, ...] = env_field(
         "ALLOWED_ORIGINS",
@@ -103,9 +111,17 @@ class LimitSettings:
         _per_minute(10_000_000),
         default=240,
     )
+    new_learners_per_minute: int = env_field(
+        "NEW_LEARNERS_PER_MINUTE",
+        "Anonymous learners one client address may be issued per minute (`POST "
+        "/api/learners`, or a typed turn without a credential).",
+        _per_minute(100_000),
+        default=30,
+    )
     conversation_per_minute: int = env_field(
         "CONVERSATION_PER_MINUTE",
-        "Typed turns (`POST /api/conversation`) per minute per learner.",
+        "Typed turns per minute per learner (`POST /api/conversation`, and `text` messages "
+        "on a voice connection); turns without a credential count per client address.",
         _per_minute(100_000),
         default=20,
     )

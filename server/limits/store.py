@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 LEASE_SECONDS = 60
 #: Redis must answer a limit check within this, or this process decides alone.
 REDIS_TIMEOUT_S = 0.25
+#: After a failure, Redis is not asked again for this long (no 250 ms wait per check).
+BREAKER_SECONDS = 5.0
 
 
 class LimitStore(Protocol):
@@ -121,8 +123,12 @@ class RedisStore:
         #: Places held in the local fallback (released there).
         self._held_locally: set[tuple[str, str, str]] = set()
         self._renewer: asyncio.Task[None] | None = None
+        #: Places that may be held in Redis although this process does not know (a timeout
+        #: after the script ran, a release that failed): removed by the renewer.
+        self._orphans: set[tuple[str, str]] = set()
         self.fallbacks = 0
         self._degraded = False
+        self._skip_until = 0.0
 
     @classmethod
     def from_url(cls, url: str, prefix: str) -> RedisStore:
@@ -141,7 +147,13 @@ class RedisStore:
         digest = hashlib.blake2b(key.encode("utf-8", "replace"), digest_size=12).hexdigest()
         return f"{self._prefix}limit:{limit}:{digest}"
 
+    def _skipping(self) -> bool:
+        return time.monotonic() < self._skip_until
+
     async def take(self, limit: str, key: str, rate: Rate) -> float:
+        if self._skipping():
+            self.fallbacks += 1
+            return self.local.take_now(limit, key, rate)
         try:
             async with asyncio.timeout(REDIS_TIMEOUT_S):
                 wait = await self._take(
@@ -156,10 +168,14 @@ class RedisStore:
     async def acquire(self, limit: str, key: str, most: int, holder: str) -> bool:
         rkey = self._key(limit, key)
         try:
+            if self._skipping():
+                raise ConnectionError("Redis skipped after a recent failure")
             async with asyncio.timeout(REDIS_TIMEOUT_S):
                 got = await self._acquire(keys=[rkey], args=[most, holder, LEASE_SECONDS])
         except Exception as exc:
             self._fell_back(exc)
+            self._orphans.add((rkey, holder))  # the script may have run before the timeout
+            self._ensure_renewer()
             got = await self.local.acquire(limit, key, most, holder)
             if got:
                 self._held_locally.add((limit, key, holder))
@@ -178,20 +194,24 @@ class RedisStore:
         rkey = self._key(limit, key)
         self._held.discard((rkey, holder))
         try:
+            if self._skipping():
+                raise ConnectionError("Redis skipped after a recent failure")
             async with asyncio.timeout(REDIS_TIMEOUT_S):
                 await self._redis.zrem(rkey, holder)
-        except Exception as exc:  # the place expires by itself
+        except Exception as exc:
             self._fell_back(exc)
+            self._orphans.add((rkey, holder))  # removed by the renewer when Redis answers
+            self._ensure_renewer()
 
     def _ensure_renewer(self) -> None:
         if self._renewer is None or self._renewer.done():
             self._renewer = asyncio.create_task(self._renew_forever(), name="limit-leases")
 
     async def _renew_forever(self) -> None:
-        while self._held:
+        while self._held or self._orphans:
             await asyncio.sleep(LEASE_SECONDS / 3)
-            held = list(self._held)
-            if not held:
+            held, orphans = list(self._held), list(self._orphans)
+            if not held and not orphans:
                 continue
             try:
                 seconds, micros = await self._redis.time()
@@ -200,12 +220,16 @@ class RedisStore:
                     for rkey, holder in held:
                         pipe.zadd(rkey, {holder: now + LEASE_SECONDS}, xx=True)
                         pipe.pexpire(rkey, math.ceil((LEASE_SECONDS + 1) * 1000))
+                    for rkey, holder in orphans:
+                        pipe.zrem(rkey, holder)
                     await pipe.execute()
+                self._orphans.difference_update(orphans)
             except Exception as exc:  # tried again on the next round
                 self._fell_back(exc)
 
     def _fell_back(self, exc: BaseException) -> None:
         self.fallbacks += 1
+        self._skip_until = time.monotonic() + BREAKER_SECONDS
         if not self._degraded:
             self._degraded = True
             log.warning(

@@ -13,7 +13,7 @@ from pipelines.conversation import text_turn
 from server import __version__
 from server.appkeys import ENGINE, LIMITS, STORAGE
 from server.http_errors import ApiError, read_json_object
-from server.identity.http import learner_of
+from server.identity.http import credential_of, learner_of
 from server.limits.http import within
 from server.routes.captures import storage_call
 from server.validation import MAX_TEXT_CHARS, valid_session_id
@@ -76,8 +76,12 @@ async def conversation(request: web.Request) -> web.Response:
         session_id = uuid.uuid4().hex
     elif not valid_session_id(session_id):
         raise ApiError(400, "invalid_session_id", "`session_id` must match [A-Za-z0-9_-]{1,64}")
+    limits = request.app[LIMITS]
+    if credential_of(request) is None:  # the turn counts against the client's address
+        await within(limits.anonymous_turn(request.remote or "unknown"))
     learner = await learner_of(request, create=True)
-    await within(request.app[LIMITS].conversation_turn(learner.id))
+    if not learner.issued_token:
+        await within(limits.conversation_turn(learner.id))
     engine = request.app[ENGINE]
     storage = request.app[STORAGE]
     owner = await storage_call(

@@ -11,9 +11,10 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from server.appkeys import ERASURE, IDENTITY, STORAGE
+from server.appkeys import ERASURE, IDENTITY, LIMITS, STORAGE
 from server.http_errors import ApiError
 from server.identity.http import learner_of
+from server.limits.http import within
 from server.routes.captures import (
     EXPORT_MAX,
     capture_json,
@@ -33,6 +34,7 @@ SESSIONS_DEFAULT, SESSIONS_MAX = 50, 500
 @routes.post("/api/learners")
 async def new_learner(request: web.Request) -> web.Response:
     """An anonymous learner and its credential (the web client's first visit)."""
+    await within(request.app[LIMITS].new_learner(request.remote or "unknown"))
     learner = request.app[IDENTITY].new_anonymous()
     return web.json_response(
         {"learner_id": learner.id, "learner_token": learner.issued_token}, status=201

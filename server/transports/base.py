@@ -46,6 +46,9 @@ class Opening:
     credential: str | None = None
     #: The caller's phone number (phone transports): the learner is derived from it.
     caller: str | None = None
+    #: The handshake proved this is one call, limited per call (a phone stream with its
+    #: one-use token): its place among its address's connections is given back.
+    per_call: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,8 +85,9 @@ class Transport(Protocol):
     liveness: LivenessConfig
     #: The client's address (what TRUSTED_PROXIES resolves), for per-address limits.
     client: str
-    #: False when the per-address limits do not apply (a phone call signed by Twilio: every
-    #: call arrives from Twilio's addresses, and is limited per call instead).
+    #: False when the per-address connection *rate* does not apply (a phone stream whose
+    #: upgrade Twilio signed: every call arrives from Twilio's addresses). Its place among
+    #: the address's connections is held until `Opening.per_call` says it is one call.
     address_limited: bool
 
     @property

@@ -25,6 +25,7 @@ from server.appkeys import ENGINE, LIMITS, SETTINGS
 from server.http_errors import ApiError
 from server.limits.messages import MessageBudget, Verdict
 from server.limits.origin import origin_allowed
+from server.limits.policy import Limited
 from server.liveness import CLOSE_NOT_READING, LivenessConfig
 from server.transports import direct
 from server.transports.base import (
@@ -84,7 +85,9 @@ class BrowserTransport(WebSocketPeer):
         self._issued: str | None = None
         #: Control messages per second (WS_MESSAGES_PER_SECOND); the excess is dropped.
         self.budget = MessageBudget(request.app[SETTINGS].ws_messages_per_second, time.monotonic())
-        self.on_limited = request.app[LIMITS].on_limited
+        self.limits = request.app[LIMITS]
+        self.on_limited = self.limits.on_limited
+        self.learner_id = ""
 
     async def accept(self) -> Opening | None:
         """The learner's credential: `?token=`, or else the first message (a `start` may
@@ -134,6 +137,7 @@ class BrowserTransport(WebSocketPeer):
 
     async def opened(self, session: Session, admission: Admission) -> None:
         self._issued = admission.issued_token
+        self.learner_id = admission.learner_id
         if not self._greeted:
             await self.ws.send_str(json.dumps(self.ready(session)))
         elif self._issued and _type_of(self._first) != "start":
@@ -246,12 +250,13 @@ async def _receive_loop(
         if kind is binary:
             data: bytes = msg.data
             n = len(data)
-            if n > MAX_AUDIO_FRAME_BYTES:
-                await ws.send_str(_error("audio_too_large", "audio frames are at most 64 KiB"))
-            elif n & 1:
-                await ws.send_str(_error("invalid_audio", "PCM16 frames have an even length"))
-            else:
+            if n <= MAX_AUDIO_FRAME_BYTES and not n & 1:
                 feed_audio(data)
+            elif transport.budget.take(monotonic()) is ALLOW:  # errors never answer a flood
+                if n > MAX_AUDIO_FRAME_BYTES:
+                    await ws.send_str(_error("audio_too_large", "audio frames are at most 64 KiB"))
+                else:
+                    await ws.send_str(_error("invalid_audio", "PCM16 frames have an even length"))
         elif kind is WSMsgType.PING:
             await ws.pong(msg.data)
         elif kind is WSMsgType.PONG:
@@ -302,6 +307,10 @@ async def _handle_text(transport: BrowserTransport, session: Session, raw: str) 
             raise SessionInputError("invalid_message", "text must be a string")
         if len(text) > MAX_TEXT_CHARS:
             raise SessionInputError("text_too_long", f"text is limited to {MAX_TEXT_CHARS} chars")
+        try:  # a typed turn is a language-model call: the learner's turn budget
+            await transport.limits.conversation_turn(transport.learner_id)
+        except Limited as exc:
+            raise SessionInputError("rate_limited", str(exc)) from None
         session.submit_text(text)
     elif kind == "interrupt":
         session.interrupt()

@@ -54,6 +54,9 @@ _WITHHELD = frozenset({"+266696687", "+7378742833", "+2562533", "+8656696", "+86
 #: Twilio streams 20 ms of audio without pause for the whole call, so ten quiet seconds
 #: are worth a ping, and thirty without even a pong mean the stream is gone.
 LIVENESS = LivenessConfig(idle_ping_s=10.0, idle_close_s=30.0)
+#: Twilio sends `connected` and `start` as soon as the stream opens: a stream without a
+#: `start` this long after is not a call (and holds its address's place meanwhile).
+START_TIMEOUT_S = 10.0
 #: Every call is continuous, 8 kHz both ways; its echo is guarded; marks report playback.
 PHONE_CONFIG: dict[str, Any] = {
     "mode": "continuous",
@@ -108,10 +111,11 @@ class TwilioCall(WebSocketPeer):
     ) -> None:
         super().__init__(request, ws, LIVENESS)
         self.gate = gate
-        #: Whether per-address connection limits apply to this stream. False once the
+        #: Whether the per-address connection rate applies to this stream. False once the
         #: upgrade's X-Twilio-Signature is verified: Twilio opens every call's stream from
-        #: its own few addresses, so a signed stream is limited per call (its one-use
-        #: token) instead. True when signature checks are off (anyone could be calling).
+        #: its own few addresses. Either way the stream holds a place of its address until
+        #: its `start` brings a valid one-use token (`Opening.per_call`): a replayed
+        #: signature alone cannot pile up sockets.
         self.address_limited = address_limited
         self.stream_sid = ""
         self.call_sid = ""
@@ -121,7 +125,13 @@ class TwilioCall(WebSocketPeer):
         self._cleared: set[int] = set()
 
     async def accept(self) -> Opening | None:
-        start = await self._wait_for_start()
+        try:
+            async with asyncio.timeout(START_TIMEOUT_S):
+                start = await self._wait_for_start()
+        except TimeoutError:
+            log.warning("twilio stream refused: no start within %.0f s", START_TIMEOUT_S)
+            await self.close(CLOSE_UNAUTHORIZED, "no start")
+            return None
         if start is None:
             return None
         self.call_sid = str(start.get("callSid") or "")
@@ -142,6 +152,7 @@ class TwilioCall(WebSocketPeer):
             PHONE_CONFIG,
             # The learner is the caller's number, hashed (never stored or logged as is).
             caller=caller_number(params.get("from")),
+            per_call=True,  # its one-use token is checked: limited per call from here on
         )
 
     async def refuse(self, refusal: Refusal) -> None:

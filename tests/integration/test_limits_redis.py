@@ -5,6 +5,7 @@ decides alone and still limits; held places of a crashed process expire."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -98,18 +99,23 @@ async def test_without_redis_each_process_still_limits_and_says_so(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     store = RedisStore.from_url("redis://127.0.0.1:1/0", "x:")  # nothing listens there
-    limits = Limits(LimitSettings(max_sockets_per_address=1, connections_burst=50), store)
+    limits = Limits(LimitSettings(max_sockets_per_address=1, connections_burst=500), store)
     try:
-        async with limits.connection("198.51.100.4"):
+        async with limits.address_place("198.51.100.4"):
             with pytest.raises(Limited) as refused:
-                async with limits.connection("198.51.100.4"):
+                async with limits.address_place("198.51.100.4"):
                     pass
             assert refused.value.limit == "sockets_per_address"
-        async with limits.connection("198.51.100.4"):  # released locally
+        async with limits.address_place("198.51.100.4"):  # released locally
             pass
         rate = Rate(1.0, 2.0)
+        started = time.perf_counter()
         assert [await store.take("t", "k", rate) == 0.0 for _ in range(3)] == [True, True, False]
-        assert store.fallbacks >= 5
+        for _ in range(100):
+            await limits.connection_rate("198.51.100.5")
+        # After the first failure Redis is not asked again for a while: no wait per check.
+        assert time.perf_counter() - started < 0.2
+        assert store.fallbacks >= 100
         warnings = [r for r in caplog.records if "Redis did not answer" in r.getMessage()]
         assert len(warnings) == 1  # said once, not per call
     finally:

@@ -43,6 +43,7 @@ class MemoryTransport:
     kind: str = "memory"
     client: str = "192.0.2.1"
     address_limited: bool = True
+    per_call: bool = False
     traffic: Traffic = field(default_factory=Traffic)
     inbox: asyncio.Queue[tuple[str, Any]] = field(default_factory=asyncio.Queue)
     received: asyncio.Queue[ev.Event] = field(default_factory=asyncio.Queue)
@@ -58,7 +59,7 @@ class MemoryTransport:
         return self.close_code is not None
 
     async def accept(self) -> Opening | None:
-        return Opening(self.session_id, self.config)
+        return Opening(self.session_id, self.config, per_call=self.per_call)
 
     async def refuse(self, refusal: Refusal) -> None:
         self.refused = refusal
@@ -304,25 +305,26 @@ async def test_per_address_and_per_learner_limits_refuse_with_4429_and_free_on_h
         assert fourth.refused is not None and fourth.refused.code == CLOSE_RATE_LIMITED
         assert refused == ["sockets_per_address", "sockets_per_learner"]
 
-        # A signed phone call is not limited per address (Twilio's addresses carry every call).
-        peers[0].inbox.put_nowait(("hang_up", None))
-        await serving[0]
-        phone = MemoryTransport("p-1", client="198.51.100.7", address_limited=False)
+        # A phone call proven by its handshake (per_call) gives its address's place back:
+        # Twilio's few addresses carry every call.
+        for peer, task in ((peers[0], serving[0]), (other, serving[2])):
+            peer.inbox.put_nowait(("hang_up", None))
+            await task
+        phone = MemoryTransport("p-1", client="198.51.100.7", address_limited=False, per_call=True)
         phone_serving = asyncio.create_task(engine.lifecycle.serve(phone))
         phone.inbox.put_nowait(("text", "hello"))
         await until(phone, ev.ResponseDone)
         assert phone.refused is None
 
-        # Hanging up frees the address's place.
-        peers[1].inbox.put_nowait(("hang_up", None))
-        await serving[1]
+        # ... so the address's second place is free while the call goes on.
         again = MemoryTransport("a-9", client="198.51.100.7")
         again_serving = asyncio.create_task(engine.lifecycle.serve(again))
         again.inbox.put_nowait(("text", "back"))
         await until(again, ev.ResponseDone)
-        for peer in (other, phone, again):
+        assert again.refused is None
+        for peer in (peers[1], phone, again):
             peer.inbox.put_nowait(("hang_up", None))
-        await asyncio.gather(serving[2], phone_serving, again_serving)
+        await asyncio.gather(serving[1], phone_serving, again_serving)
         assert not engine.lifecycle.sessions
     finally:
         await engine.close()

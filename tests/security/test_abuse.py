@@ -23,6 +23,7 @@ from pipelines.registry import Providers
 from server.app import create_app
 from server.appkeys import IDENTITY
 from server.settings import Settings
+from server.transports import twilio_media
 from tests.fakes import fixtures
 from tests.fakes.anthropic import FakeAnthropic
 from tests.fakes_engine import ScriptedLLM, ScriptedSTT, ToneTTS
@@ -194,9 +195,13 @@ async def test_forwarded_addresses_count_only_from_a_trusted_proxy(
                 ).status == 200
             resp = await proxy.get(url, headers={"X-Forwarded-For": "198.51.100.1, 203.0.113.5"})
             assert resp.status == 429  # the rightmost untrusted hop is the client: .5 again
-            for forwarded in ("for=198.51.100.7", 'for="[2001:db8::7]:443"'):
-                resp = await proxy.get(url, headers={"Forwarded": forwarded})
+            for forwarded in ("198.51.100.7", "[2001:db8::7]:443"):
+                resp = await proxy.get(url, headers={"X-Forwarded-For": forwarded})
                 assert resp.status == 200
+            # The proxies write X-Forwarded-For (FORWARDED_HEADER): a client's own
+            # `Forwarded` is ignored, and the request counts as the proxy's own.
+            resp = await proxy.get(url, headers={"Forwarded": "for=192.0.2.99"})
+            assert resp.status == 200
             # Not from a trusted proxy: the header is the client's own writing, ignored.
             spoofed = [
                 (await direct.get(url, headers={"X-Forwarded-For": f"192.0.2.{i}"})).status
@@ -205,7 +210,8 @@ async def test_forwarded_addresses_count_only_from_a_trusted_proxy(
             assert spoofed.count(429) == 5
         remotes = {r.__dict__.get("remote") for r in caplog.records if r.name == "access"}
         assert {"203.0.113.5", "198.51.100.7", "2001:db8::7", "127.0.0.1"} <= remotes
-        assert not remotes & {"127.0.0.2", "192.0.2.3"}
+        assert "127.0.0.2" in remotes  # the one request without X-Forwarded-For
+        assert not remotes & {"192.0.2.99", "192.0.2.3"}
     finally:
         await srv.server.close()
 
@@ -401,3 +407,124 @@ async def test_long_turns_do_not_make_every_later_request_to_a_paid_model_longer
         assert len(last) < 2 * 10 - 1  # the oldest turns were left out of the request
     finally:
         await server.close()
+
+
+# --- ways around the limits, closed ---------------------------------------------------------
+async def test_an_upgrade_header_does_not_exempt_an_api_request(tmp_path: Path) -> None:
+    srv = Server(tmp_path, http_per_minute_per_address=8)  # 2 at once
+    await srv.server.start_server()
+    try:
+        async with session_from(ATTACKER) as http:
+            statuses = [
+                (
+                    await http.get(
+                        f"{srv.url}/health/ready",
+                        headers={"Upgrade": "websocket", "Connection": "Upgrade"},
+                    )
+                ).status
+                for _ in range(4)
+            ]
+            assert statuses == [200, 200, 429, 429]
+    finally:
+        await srv.server.close()
+
+
+async def test_turns_without_a_credential_count_against_the_address(server: Server) -> None:
+    async with session_from(ATTACKER) as attacker, session_from(NEIGHBOUR) as neighbour:
+        url = f"{server.url}/api/conversation"
+        statuses = [(await attacker.post(url, json={"text": "hi"})).status for _ in range(7)]
+        assert statuses == [200] * 5 + [429] * 2  # a new learner each time, one address
+        assert (await neighbour.post(url, json={"text": "hi"})).status == 200
+        # Issuing anonymous learners is limited per address too (NEW_LEARNERS_PER_MINUTE=30).
+        issued = [(await attacker.post(f"{server.url}/api/learners")).status for _ in range(10)]
+        assert issued == [201] * 2 + [429] * 8  # 5 already issued by the turns above: 7 at once
+        assert (await neighbour.post(f"{server.url}/api/learners")).status == 201
+
+
+async def test_typed_turns_over_the_websocket_share_the_learners_turn_budget(
+    server: Server,
+) -> None:
+    token = server.token("learner-h")
+    async with session_from(ATTACKER) as http:
+        async with http.ws_connect(f"{server.url}/ws/turns-1?token={token}") as ws:
+            assert (await ws.receive_json(timeout=5))["type"] == "ready"
+            await ws.send_str(json.dumps({"type": "start", "tts": False}))
+            await ws.receive_json(timeout=5)  # ready again
+            for i in range(7):
+                await ws.send_str(json.dumps({"type": "text", "text": f"turn {i}"}))
+            finals, errors = 0, []
+            with pytest.raises(TimeoutError):
+                while True:
+                    msg = await ws.receive_json(timeout=1.0)
+                    if msg["type"] == "transcript" and msg["final"]:  # a turn taken
+                        finals += 1
+                    elif msg["type"] == "error":
+                        errors.append(msg["code"])
+            assert finals == 5 and errors == ["rate_limited"] * 2
+
+
+async def test_the_operators_key_passes_when_its_address_has_spent_its_budget(
+    tmp_path: Path,
+) -> None:
+    """Operator and attacker behind one address (a CDN without TRUSTED_PROXIES)."""
+    srv = Server(tmp_path, http_per_minute_per_address=8)
+    await srv.server.start_server()
+    try:
+        async with session_from(ATTACKER) as http:
+            wrong = {"X-Admin-Key": "w" * 20}
+            for _ in range(4):
+                await http.get(f"{srv.url}/admin/api/maintenance", headers=wrong)
+            resp = await http.get(f"{srv.url}/admin/api/maintenance", headers=wrong)
+            assert resp.status == 429 and (await resp.json())["error"]["code"] == "rate_limited"
+            right = {"X-Admin-Key": ADMIN_KEY}
+            assert (await http.get(f"{srv.url}/admin/api/maintenance", headers=right)).status == 200
+            scrape = await http.get(f"{srv.url}/metrics", headers=bearer(METRICS_TOKEN))
+            assert scrape.status == 200
+    finally:
+        await srv.server.close()
+
+
+async def test_a_malformed_origin_is_refused_not_a_crash(server: Server) -> None:
+    async with session_from(ATTACKER) as http:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(f"{server.url}/ws/origin-2", headers={"Origin": "http://["})
+        assert refused.value.status == 403
+
+
+async def test_bad_binary_frames_are_not_answered_with_a_flood(server: Server) -> None:
+    token = server.token("learner-i")
+    async with session_from(ATTACKER) as http:
+        async with http.ws_connect(f"{server.url}/ws/odd-1?token={token}") as ws:
+            assert (await ws.receive_json(timeout=5))["type"] == "ready"
+            for _ in range(500):
+                await ws.send_bytes(b"\x01\x02\x03")  # odd length: not PCM16
+            errors = 0
+            with pytest.raises(TimeoutError):
+                while True:
+                    msg = await ws.receive_json(timeout=0.5)
+                    assert msg["code"] == "invalid_audio"
+                    errors += 1
+            assert 40 <= errors <= 60  # the connection's message budget, not 500 replies
+
+
+async def test_a_phone_stream_that_never_starts_is_closed_and_held_its_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replayed stream signature cannot pile up sockets: until a `start` brings its call's
+    one-use token, the stream holds a place of its address, and it must start in time."""
+    monkeypatch.setattr(twilio_media, "START_TIMEOUT_S", 1.0)
+    srv = Server(tmp_path, twilio_validate_signature=False, max_sockets_per_address=2)
+    await srv.server.start_server()
+    try:
+        async with session_from(ATTACKER) as http:
+            stream = f"{srv.url}/twilio/stream"
+            waiting = [await http.ws_connect(stream) for _ in range(2)]
+            third = await http.ws_connect(f"{srv.url}/ws/after-streams")
+            assert (await third.receive_json(timeout=5))["code"] == "rate_limited"
+            for ws in waiting:
+                msg = await ws.receive(timeout=5)
+                assert msg.type is aiohttp.WSMsgType.CLOSE and msg.data == 4401
+            async with http.ws_connect(f"{srv.url}/ws/after-streams") as ws:
+                assert (await ws.receive_json(timeout=5))["type"] == "ready"  # places back
+    finally:
+        await srv.server.close()

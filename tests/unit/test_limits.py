@@ -4,6 +4,7 @@ address behind proxies, the origin rule and the context budget."""
 from __future__ import annotations
 
 import pytest
+from multidict import CIMultiDict
 
 from pipelines.context_budget import fit_context
 from pipelines.ports import Exchange
@@ -72,10 +73,9 @@ def test_a_message_flood_is_told_once_a_second() -> None:
         ("10.0.0.2", {"X-Forwarded-For": "10.0.0.5, 10.0.0.7"}, "10.0.0.5"),  # all inside
         ("10.0.0.2", {"X-Forwarded-For": "203.0.113.9:5555"}, "203.0.113.9"),
         ("10.0.0.2", {"X-Forwarded-For": "6.6.6.6, not-an-ip"}, "10.0.0.2"),  # unreadable hop
-        ("10.0.0.2", {"Forwarded": "for=192.0.2.60;proto=http;by=10.0.0.2"}, "192.0.2.60"),
-        ("10.0.0.2", {"Forwarded": 'for="[2001:DB8::1]:4711", for=10.0.0.9'}, "2001:db8::1"),
-        ("10.0.0.2", {"Forwarded": "for=_hidden"}, "10.0.0.2"),
-        ("::ffff:10.0.0.2", {}, "::ffff:a00:2"),
+        ("10.0.0.2", {"Forwarded": "for=192.0.2.60"}, "10.0.0.2"),  # not the proxies' header
+        ("::ffff:10.0.0.2", {"X-Forwarded-For": "203.0.113.9"}, "203.0.113.9"),  # dual stack
+        ("::ffff:198.51.100.3", {}, "198.51.100.3"),
         (None, {}, "unknown"),
     ],
 )
@@ -83,6 +83,27 @@ def test_the_client_is_the_rightmost_untrusted_hop(
     peer: str | None, headers: dict[str, str], client: str
 ) -> None:
     assert ClientAddresses(["10.0.0.0/8"]).client(peer, headers) == client
+
+
+@pytest.mark.parametrize(
+    ("value", "client"),
+    [
+        ("for=192.0.2.60;proto=http;by=10.0.0.2", "192.0.2.60"),
+        ('for="[2001:DB8::1]:4711", for=10.0.0.9', "2001:db8::1"),
+        ("for=_hidden", "10.0.0.2"),
+    ],
+)
+def test_rfc7239_forwarded_when_the_proxies_write_it(value: str, client: str) -> None:
+    addresses = ClientAddresses(["10.0.0.0/8"], header="forwarded")
+    assert addresses.client("10.0.0.2", {"Forwarded": value}) == client
+    # ... and then a client's own X-Forwarded-For is nothing but text.
+    assert addresses.client("10.0.0.2", {"X-Forwarded-For": "6.6.6.6"}) == "10.0.0.2"
+
+
+def test_every_line_of_the_header_counts() -> None:
+    """A client's own line first, then the proxy's own line (HAProxy adds a header line)."""
+    headers = CIMultiDict([("X-Forwarded-For", "6.6.6.6"), ("X-Forwarded-For", "203.0.113.9")])
+    assert ClientAddresses(["10.0.0.0/8"]).client("10.0.0.2", headers) == "203.0.113.9"
 
 
 def test_without_trusted_proxies_forwarded_headers_are_ignored() -> None:
@@ -102,6 +123,7 @@ def test_without_trusted_proxies_forwarded_headers_are_ignored() -> None:
         ("https://app.example", ("https://app.example",), True),
         ("https://APP.example/", ("https://app.example",), True),
         ("https://public.example", (), True),  # PUBLIC_URL's origin
+        ("http://[", (), False),  # not even a URL: refused, not a crash
     ],
 )
 def test_origins(origin: str | None, allowed: tuple[str, ...], ok: bool) -> None:
