@@ -38,6 +38,14 @@ def _chain(raw: str) -> tuple[str, ...]:
     return items
 
 
+def _ice_urls(raw: str) -> tuple[str, ...]:
+    urls = tuple(p.strip() for p in raw.split(",") if p.strip())
+    for url in urls:
+        if not url.startswith(("stun:", "turn:", "turns:")):
+            raise ValueError(f"{url!r} is not a stun:, turn: or turns: URL")
+    return urls
+
+
 def _otlp_url(raw: str) -> str:
     url = raw.strip().rstrip("/")
     if url and not url.startswith(("http://", "https://")):
@@ -359,6 +367,25 @@ class Settings(LimitSettings):
         "`service.name` of the exported traces.",
         default="learning-voice-agent",
     )
+    # --- WebRTC (server/transports/webrtc.py) -------------------------------------------
+    webrtc_ice_servers: tuple[str, ...] = _env(
+        "WEBRTC_ICE_SERVERS",
+        "STUN/TURN servers for WebRTC, comma-separated `stun:`, `turn:` or `turns:` URLs, used "
+        "by the server and handed to the browser in the answer; empty = host candidates only "
+        "(one host or one LAN). Behind NAT: see docs/web-client.md#webrtc.",
+        _ice_urls,
+        default=(),
+    )
+    webrtc_turn_username: str = _env(
+        "WEBRTC_TURN_USERNAME",
+        "Username for the `turn:` servers in WEBRTC_ICE_SERVERS.",
+        default="",
+    )
+    webrtc_turn_password: str = _env(
+        "WEBRTC_TURN_PASSWORD",
+        "Password for the `turn:` servers (handed to browsers with the answer, never logged).",
+        default="",
+    )
     # --- admin -----------------------------------------------------------------------
     admin_api_key: str = _env(
         "ADMIN_API_KEY", "Key for /admin (header X-Admin-Key); unset = admin closed.", default=""
@@ -443,7 +470,7 @@ def _read(name: str, raw: str | None, parse: Callable[[str | None], Any]) -> Any
 
 
 def is_secret(env_name: str) -> bool:
-    return env_name.endswith(("_KEY", "_TOKEN", "_SECRET"))
+    return env_name.endswith(("_KEY", "_TOKEN", "_SECRET", "_PASSWORD"))
 
 
 def redact_url(url: str) -> str:
