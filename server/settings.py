@@ -372,7 +372,7 @@ class Settings(LimitSettings):
         "WEBRTC_ICE_SERVERS",
         "STUN/TURN servers for WebRTC, comma-separated `stun:`, `turn:` or `turns:` URLs, used "
         "by the server and handed to the browser in the answer; empty = host candidates only "
-        "(one host or one LAN). Behind NAT: see docs/web-client.md#webrtc.",
+        "(one host or one LAN). Behind NAT: docs/web-client.md#webrtc-behind-nat.",
         _ice_urls,
         default=(),
     )
