@@ -202,6 +202,7 @@ class WebRTCTransport:
         self._answer_body: dict[str, Any] = {}
         #: Why the conversation ended (logged once).
         self.reason = ""
+        self.concealment = Concealment()
 
     @property
     def closed(self) -> bool:
@@ -239,6 +240,7 @@ class WebRTCTransport:
         pc.on("connectionstatechange", self._on_state)
         try:
             await pc.setRemoteDescription(RTCSessionDescription(self._offer, "offer"))
+            _skip_lost_packets(pc)
             pc.addTrack(self._out)
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:  # aiortc raises ValueError, KeyError, ... on odd SDP
@@ -332,11 +334,13 @@ class WebRTCTransport:
                         audio.cancel()
         finally:
             reason = self.reason or "closed"
-            log.info(
-                "webrtc session ended: %s",
-                reason,
-                extra={"session_id": session.id, "reason": reason},
-            )
+            extra = {
+                "session_id": session.id,
+                "reason": reason,
+                "audio_frames": self.traffic.rx,
+                "frames_concealed": self.concealment.filled,
+            }
+            log.info("webrtc session ended: %s", reason, extra=extra)
 
     async def _wait_open(self) -> None:
         """Until the data channel is open, or the connection ended before it did."""
@@ -412,6 +416,7 @@ class WebRTCTransport:
         feed_audio = session.feed_audio
         traffic = self.traffic
         resampler: StreamResampler | None = None
+        conceal = self.concealment
         try:
             while True:
                 frame = await track.recv()
@@ -421,7 +426,10 @@ class WebRTCTransport:
                     if resampler is None or resampler.src_rate != frame.sample_rate:
                         resampler = StreamResampler(frame.sample_rate, RATE)
                     pcm = resampler.process(pcm)
+                for filler in conceal.before(frame.pts, frame.samples, len(pcm)):
+                    feed_audio(filler)
                 feed_audio(pcm)
+                conceal.last = pcm
         except MediaStreamError:
             self._end("audio track ended")
 
@@ -502,6 +510,98 @@ async def _close_peer_connection(pc: RTCPeerConnection, session_id: str) -> None
         "webrtc peer connection closed",
         extra={"session_id": session_id, "close_ms": round((time.monotonic() - started) * 1000)},
     )
+
+
+_JITTER = "_RTCRtpReceiver__jitter_buffer"
+
+
+def _skip_lost_packets(pc: RTCPeerConnection) -> None:
+    """Give each audio receiver a jitter buffer that gives a lost packet up.
+
+    aiortc's audio jitter buffer (16 packets, 4 prefetched) hands a frame over only when
+    the 4 behind it have all arrived: after a lost packet it waits until 16 have piled up,
+    then makes room by dropping the oldest, one per arrival, so every lost packet costs
+    about a dozen more (5% loss became a quarter of the audio). This one skips the hole
+    as soon as 4 positions are behind it, and `Concealment` fills it. aiortc keeps the
+    buffer in a private attribute: on a version without it, aiortc's own stays (with a
+    warning), and the loss test in tests/integration/test_webrtc.py fails."""
+    for transceiver in pc.getTransceivers():
+        receiver = transceiver.receiver
+        if transceiver.kind != "audio":
+            continue
+        if not hasattr(receiver, _JITTER):
+            log.warning("webrtc: this aiortc has no audio jitter buffer to replace")
+            continue
+        setattr(receiver, _JITTER, _jitter_buffer_class()(capacity=16, prefetch=4))
+
+
+_JITTER_BUFFER: type | None = None
+
+
+def _jitter_buffer_class() -> type:
+    global _JITTER_BUFFER
+    if _JITTER_BUFFER is not None:
+        return _JITTER_BUFFER
+    from aiortc.jitterbuffer import JitterBuffer, JitterFrame
+    from aiortc.utils import uint16_add
+
+    class LossTolerantJitterBuffer(JitterBuffer):  # type: ignore[misc]
+        """One Opus packet is one frame: the oldest is handed over once `prefetch`
+        positions are behind it, and a position still empty by then is a lost packet."""
+
+        def _remove_frame(self, sequence_number: int) -> Any:
+            behind = uint16_add(sequence_number, -self._origin)
+            while behind >= self._prefetch and behind < 0x8000:
+                pos = self._origin % self._capacity
+                packet = self._packets[pos]
+                self._packets[pos] = None
+                self._origin = uint16_add(self._origin, 1)
+                behind -= 1
+                if packet is not None:
+                    return JitterFrame(data=packet._data, timestamp=packet.timestamp)
+            return None
+
+    _JITTER_BUFFER = LossTolerantJitterBuffer
+    return LossTolerantJitterBuffer
+
+
+class Concealment:
+    """Lost packets, concealed: aiortc hands over the frames it has, so a lost packet is a
+    gap in the RTP timestamps, and the session would hear the speech around it spliced
+    together (Whisper then mishears whole words). Each missing frame is filled instead:
+    the last frame again, fading, for the first few, then silence, so the session's clock
+    (and the silence that ends a turn) stays true. A gap over a second is not filled."""
+
+    FADE = (0.8, 0.5, 0.25)
+    MAX_FRAMES = 50
+
+    def __init__(self) -> None:
+        self.next_pts: int | None = None
+        self.last = b""
+        self.filled = 0
+
+    def before(self, pts: int | None, samples: int, nbytes: int) -> list[bytes]:
+        """The filler to feed before a frame at `pts` (RTP timestamp) of `samples`."""
+        if pts is None or samples <= 0:
+            return []
+        expected, self.next_pts = self.next_pts, (pts + samples) % 2**32
+        if expected is None:
+            return []
+        gap = (pts - expected) % 2**32
+        if gap >= 2**31 or gap < samples:  # late, repeated, or on time
+            return []
+        missing = gap // samples
+        if missing > self.MAX_FRAMES:
+            return []
+        self.filled += missing
+        out = []
+        last = np.frombuffer(self.last, dtype="<i2") if len(self.last) == nbytes else None
+        for i in range(missing):
+            if last is not None and i < len(self.FADE):
+                out.append((last * self.FADE[i]).astype("<i2").tobytes())
+            else:
+                out.append(bytes(nbytes))
+        return out
 
 
 def _mono_s16(frame: Any) -> bytes:
