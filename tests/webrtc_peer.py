@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -54,11 +55,19 @@ class WebRTCPeer:
             while True:
                 self.heard += webrtc._mono_s16(await track.recv())
 
-    async def offer(self, http: aiohttp.ClientSession, **extra: Any) -> int:
-        """Post the offer; on 200 apply the answer. The HTTP status."""
+    async def offer(
+        self,
+        http: aiohttp.ClientSession,
+        path: Callable[[str], str] | None = None,
+        back: Callable[[str], str] | None = None,
+        **extra: Any,
+    ) -> int:
+        """Post the offer; on 200 apply the answer. The HTTP status. `path` and `back` may
+        edit the offer and the answer on their way (e.g. candidates through a relay)."""
         await self.pc.setLocalDescription(await self.pc.createOffer())
+        sdp = self.pc.localDescription.sdp
         body = {
-            "sdp": self.pc.localDescription.sdp,
+            "sdp": path(sdp) if path else sdp,
             "type": "offer",
             "session_id": self.session_id,
             **self.offer_fields,
@@ -70,14 +79,15 @@ class WebRTCPeer:
         if resp.status == 200:
             from aiortc import RTCSessionDescription
 
-            await self.pc.setRemoteDescription(
-                RTCSessionDescription(self.answer["sdp"], self.answer["type"])
-            )
+            answer = back(self.answer["sdp"]) if back else self.answer["sdp"]
+            await self.pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
         return resp.status
 
-    async def connect(self, http: aiohttp.ClientSession, timeout: float = 10) -> dict[str, Any]:
+    async def connect(
+        self, http: aiohttp.ClientSession, timeout: float = 10, **edits: Any
+    ) -> dict[str, Any]:
         """Offer, answer, and the server's `ready`."""
-        status = await self.offer(http)
+        status = await self.offer(http, **edits)
         assert status == 200, self.answer
         return await self.until("ready", timeout)
 

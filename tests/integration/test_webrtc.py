@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import numpy as np
@@ -380,3 +381,56 @@ async def test_a_spoken_turn_with_the_real_models(voice_server, speech48k, mode)
             assert "repetition" in (await peer.until("summary", 10))["text"].lower()
         finally:
             await peer.close()
+
+
+def _through(relay: Any) -> dict[str, Any]:
+    """Edits that send a peer's traffic through `relay` (tests/udp_relay.py)."""
+    from tests.udp_relay import host_candidate, rewrite
+
+    def path(offer: str) -> str:
+        relay.client_addr = host_candidate(offer)
+        return rewrite(offer, relay.b)
+
+    def back(answer: str) -> str:
+        relay.server_addr = host_candidate(answer)
+        return rewrite(answer, relay.a)
+
+    return {"path": path, "back": back}
+
+
+LOSS_SCRIPT = (
+    "Today I learned that honey never goes bad because it has very little water, "
+    "and that bees make it from the nectar of flowers."
+)
+
+
+@pytest.mark.slow
+async def test_a_conversation_survives_five_percent_packet_loss(voice_server) -> None:
+    """The same spoken turn through a UDP relay, without loss and dropping 5% of the
+    datagrams each way: the conversation completes, and the transcript's word error rate
+    is within 10 points of the lossless run's."""
+    from tests.speech import silence, synth, wer
+    from tests.udp_relay import LossyRelay, host_address
+
+    speech = resample(silence(0.4) + synth(LOSS_SCRIPT) + silence(1.5), 16000, 48000)
+    rates: dict[float, float] = {}
+    async with aiohttp.ClientSession() as http:
+        for loss in (0.0, 0.05):
+            relay = LossyRelay(loss, host=host_address())
+            await relay.start()
+            peer = WebRTCPeer(voice_server.http, f"rtc-loss-{int(loss * 100)}", mode="continuous")
+            try:
+                await peer.connect(http, timeout=30, **_through(relay))
+                text, done = await spoken_turn(peer, speech)
+                rates[loss] = wer(LOSS_SCRIPT, text)
+                assert done["text"], "no reply"
+                await asyncio.sleep(1.0)
+                assert peer.loud_ms() > 1000, peer.loud_ms()
+            finally:
+                await peer.close()
+                relay.close()
+            if loss:
+                dropped = relay.counts.dropped / (relay.counts.dropped + relay.counts.forwarded)
+                assert 0.03 < dropped < 0.07, relay.counts
+    assert rates[0.0] <= 0.2, rates
+    assert rates[0.05] <= rates[0.0] + 0.10, rates
