@@ -287,6 +287,21 @@ async def test_a_peer_that_vanishes_ends_its_session(tmp_path: Path, monkeypatch
     assert "client not responding" in caplog.text
 
 
+async def test_a_server_shutdown_says_so_and_closes_the_peer(tmp_path: Path) -> None:
+    async with aiohttp.ClientSession() as http:
+        peer = WebRTCPeer("", "rtc-shutdown")
+        try:
+            async with serving(tmp_path) as (app, base):
+                peer.base_url = base
+                await peer.connect(http)
+            # runner.cleanup() has run: every session closed (1001), nothing left serving.
+            goodbye = await peer.until("close", 5)
+            assert goodbye["code"] == 1001 and goodbye["reason"] == "server shutting down"
+            assert not app[ENGINE].lifecycle.sessions and not app[ENGINE].lifecycle._serving
+        finally:
+            await peer.close()
+
+
 _VANISHING_PEER = """
 import asyncio, json, sys
 import aiohttp
