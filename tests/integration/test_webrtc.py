@@ -146,6 +146,16 @@ async def test_the_credential_is_checked_like_the_websockets(tmp_path: Path) -> 
             assert stranger.answer["error"]["code"] == "session_not_found"
             ready = await owner.connect(http)
             assert "learner_token" not in ready
+            await owner.close()
+            await ended(app)
+            # The credential may come as a bearer header instead (the web client's way).
+            header = WebRTCPeer(base, "rtc-mine")
+            http.headers["Authorization"] = f"Bearer {token}"
+            try:
+                assert "learner_token" not in await header.connect(http)
+            finally:
+                del http.headers["Authorization"]
+                await header.close()
         finally:
             for peer in (bad, stranger, owner):
                 await peer.close()
@@ -226,6 +236,56 @@ async def test_a_peer_that_never_connects_ends_its_session(
         assert len(asyncio.all_tasks()) <= tasks, webrtc_tasks()
         assert open_fds() <= fds
     assert "data channel never opened" in caplog.text
+
+
+def _wrong_fingerprint(sdp: str) -> str:
+    """The offer with another certificate's fingerprint: DTLS cannot verify the peer."""
+    lines = []
+    for line in sdp.splitlines():
+        if line.startswith("a=fingerprint:sha-256 "):
+            line = "a=fingerprint:sha-256 " + ":".join(["AB"] * 32)
+        lines.append(line)
+    return "\r\n".join(lines) + "\r\n"
+
+
+def _unreachable(sdp: str) -> str:
+    """The SDP with its candidates moved to a UDP port nobody listens on (applied to the
+    offer and the answer, neither side can reach the other)."""
+    from tests.udp_relay import rewrite
+
+    return rewrite(sdp, ("127.0.0.1", 9))
+
+
+@pytest.mark.parametrize(
+    ("edit", "reasons"),
+    [
+        (_wrong_fingerprint, ("peer connection failed",)),
+        (_unreachable, ("data channel never opened", "peer connection failed")),
+    ],
+    ids=["dtls-fails", "ice-fails"],
+)
+async def test_a_connection_that_cannot_be_made_ends_its_session(
+    tmp_path: Path, monkeypatch, caplog, edit, reasons
+) -> None:
+    monkeypatch.setattr(webrtc, "CHANNEL_OPEN_TIMEOUT_S", 3.0)
+    caplog.set_level("INFO", logger="server.transports.webrtc")
+    async with serving(tmp_path) as (app, base), aiohttp.ClientSession() as http:
+        await _warm_up(http, base, app)
+        tasks, fds = len(asyncio.all_tasks()), open_fds()
+        peer = WebRTCPeer(base, "rtc-fails")
+        try:
+            # The offer itself is fine.
+            back = edit if edit is _unreachable else None
+            assert await peer.offer(http, path=edit, back=back) == 200
+            assert app[ENGINE].lifecycle.sessions
+            await ended(app, 10)
+        finally:
+            await peer.close()
+        await _settle()
+        assert len(asyncio.all_tasks()) <= tasks, webrtc_tasks()
+        assert open_fds() <= fds
+    ended_lines = [r.getMessage() for r in caplog.records if "session ended" in r.getMessage()]
+    assert any(reason in line for line in ended_lines for reason in reasons), ended_lines
 
 
 async def test_a_peer_that_closes_ends_its_session(tmp_path: Path, caplog) -> None:
