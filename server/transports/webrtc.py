@@ -337,7 +337,7 @@ class WebRTCTransport:
             extra = {
                 "session_id": session.id,
                 "reason": reason,
-                "audio_frames": self.traffic.rx,
+                "received": self.traffic.rx,  # audio frames and messages
                 "frames_concealed": self.concealment.filled,
             }
             log.info("webrtc session ended: %s", reason, extra=extra)
@@ -403,6 +403,7 @@ class WebRTCTransport:
                 async with asyncio.timeout(2.0):
                     await session.outbox.wait_empty()
             await self._send_json({"type": "summary", "text": summary})
+            await self._drain()  # then the peer connection closes: let the summary out first
             return True
         else:
             raise SessionInputError("unknown_type", f"unknown message type {kind!r}")
@@ -459,6 +460,13 @@ class WebRTCTransport:
             raise ConnectionResetError("the peer is not reading its data channel")
         channel.send(json.dumps(message))
         self.traffic.tx += 1
+
+    async def _drain(self, timeout_s: float = 1.0) -> None:
+        channel = self._channel
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                while channel is not None and channel.bufferedAmount > 0:  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)
 
     async def _send_error(self, code: str, message: str) -> None:
         await self._send_json({"type": "error", "code": code, "message": message})
