@@ -12,11 +12,11 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[local,tracing]'
+	$(BIN)/pip install --quiet -e '.[local,tracing,webrtc]'
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml
-	$(BIN)/pip install --quiet -e '.[local,tracing,dev]'
+	$(BIN)/pip install --quiet -e '.[local,tracing,webrtc,dev]'
 	touch $@
 
 run: $(VENV)/.installed

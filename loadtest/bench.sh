@@ -6,6 +6,8 @@
 # 2. `--workers 2`, not pinned (on a 2-core machine the generator shares the cores with
 #    the workers: read that table as a lower bound).
 # 3. One worker pinned as in 1, with sessions in Redis (if reachable), at $STEPS_REDIS.
+# 4. WebRTC: one worker pinned as in 1, a pool of aiortc callers at $STEPS_WEBRTC
+#    (loadtest/bench_webrtc.py; its own section of the document; empty = skip).
 #
 # Bounded: every step has a fixed length and the whole run stops at $MAX_SECONDS. Only
 # 127.0.0.1. Override any variable below from the environment, e.g.
@@ -20,6 +22,7 @@ GEN_CPU=${GEN_CPU:-1}
 STEPS_ONE=${STEPS_ONE:-1,50,100,200,300,350,400,450,500}
 STEPS_TWO=${STEPS_TWO:-1,100,200,300,400,500,600}
 STEPS_REDIS=${STEPS_REDIS:-1,300}
+STEPS_WEBRTC=${STEPS_WEBRTC:-1,10,20,30,40}
 MEASURE=${MEASURE:-20}
 MEASURE_FIRST=${MEASURE_FIRST:-40}
 MAX_SECONDS=${MAX_SECONDS:-380}
@@ -136,3 +139,10 @@ if [[ "$NICE" != 0 ]]; then
 fi
 "$PY" -m loadtest.benchdoc --one "$OUT/one-worker.json" "${EXTRA[@]}" --out "$DOC" \
   --notes "$NOTES"
+
+if [[ -n "$STEPS_WEBRTC" ]] && "$PY" -c "import aiortc" 2>/dev/null; then
+  echo "== WebRTC: one worker on CPU $SERVER_CPU, aiortc callers on CPU $GEN_CPU"
+  "$PY" -m loadtest.bench_webrtc --steps "$STEPS_WEBRTC" --measure "$MEASURE" \
+    --server-cpu "$SERVER_CPU" --gen-cpu "$GEN_CPU" --port "$PORT" --nice "$NICE" \
+    --json "$OUT/webrtc.json" --write "$DOC"
+fi

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtest.bench_tracing import MARKERS as TRACING_MARKERS
+from loadtest.bench_webrtc import MARKERS as WEBRTC_MARKERS
 from loadtest.report import markdown
 
 CHANGES = """## What the hot path costs, and what was taken out
@@ -166,9 +167,10 @@ def _headline(label: str, r: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _kept_section(out: Path) -> str:
-    """The Tracing section written by `loadtest.bench_tracing`, carried over as it is."""
-    start, end = TRACING_MARKERS
+def _kept_section(out: Path, markers: tuple[str, str] = TRACING_MARKERS) -> str:
+    """A section another benchmark wrote (`loadtest.bench_tracing`, `loadtest.bench_webrtc`),
+    carried over as it is."""
+    start, end = markers
     text = out.read_text() if out.exists() else ""
     if start not in text or end not in text:
         return ""
@@ -221,6 +223,7 @@ def write(
     doc.append(LIMITS)
     doc.append(CHANGES)
     doc.append(_kept_section(out))
+    doc.append(_kept_section(out, WEBRTC_MARKERS))
     doc.append("## Steps\n\n")
     doc.append(markdown(one) + "\n")
     for extra in (two, redis):

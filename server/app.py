@@ -43,6 +43,7 @@ from server.routes.core import STATIC_DIR
 from server.settings import Settings
 from server.storage.factory import close_storage, open_storage
 from server.tracing import Tracing, start_tracing
+from server.transports import webrtc
 from server.transports.browser import ws_handler
 from server.transports.twilio_tokens import KEY_PURPOSE, build_gate
 from server.twilio import STREAM_PATH
@@ -162,6 +163,7 @@ def create_app(
     admin_captures.add_routes(app)
     app.on_response_prepare.append(_private_by_default)
     app.router.add_get("/ws/{session_id}", ws_handler, name="ws")
+    app.router.add_post("/api/webrtc/offer", webrtc.offer_handler, name="webrtc_offer")
     app.add_routes(_twilio_routes)
     if STATIC_DIR.is_dir():
         app.router.add_static("/static/", STATIC_DIR, name="static", append_version=False)

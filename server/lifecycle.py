@@ -131,6 +131,9 @@ class Lifecycle:
         #: Connections admitted by the gate and capacity, still being checked by the
         #: authority (a credential, a database round trip): they hold a slot meanwhile.
         self._admitting = 0
+        #: Conversations served in a task of their own (`start`), e.g. WebRTC, whose
+        #: signalling request ends long before the conversation does.
+        self._serving: set[asyncio.Task[None]] = set()
 
     @property
     def full(self) -> bool:
@@ -233,6 +236,14 @@ class Lifecycle:
                 with contextlib.suppress(ConnectionError, RuntimeError):
                     await transport.close(CLOSE_OK, "")
 
+    def start(self, transport: Transport) -> asyncio.Task[None]:
+        """Serve `transport` in a task the lifecycle owns (its caller may return at once);
+        `close_all` waits for it at shutdown."""
+        task = asyncio.create_task(self.serve(transport), name=f"serve-{transport.kind}")
+        self._serving.add(task)
+        task.add_done_callback(self._serving.discard)
+        return task
+
     async def _admit(self, opening: Opening) -> Admission | Refusal:
         """The gate, capacity, then who is asking: all settled before a Session exists."""
         refusal = self.refusal()
@@ -266,6 +277,13 @@ class Lifecycle:
         await self.end_sessions(
             set(self.transports.values()), CLOSE_GOING_AWAY, "server shutting down"
         )
+        serving = set(self._serving)
+        if serving:  # still handshaking, or closing: give them a moment, then cancel
+            _, late = await asyncio.wait(serving, timeout=5.0)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late, timeout=2.0)
 
     async def end_sessions(
         self, session_ids: set[str], code: int, reason: str, wait_s: float = 5.0

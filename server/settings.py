@@ -41,6 +41,14 @@ def _chain(raw: str) -> tuple[str, ...]:
     return items
 
 
+def _ice_urls(raw: str) -> tuple[str, ...]:
+    urls = tuple(p.strip() for p in raw.split(",") if p.strip())
+    for url in urls:
+        if not url.startswith(("stun:", "turn:", "turns:")):
+            raise ValueError(f"{url!r} is not a stun:, turn: or turns: URL")
+    return urls
+
+
 def _otlp_url(raw: str) -> str:
     url = raw.strip().rstrip("/")
     if url and not url.startswith(("http://", "https://")):
@@ -370,6 +378,25 @@ class Settings(LimitSettings):
         "`service.name` of the exported traces.",
         default="learning-voice-agent",
     )
+    # --- WebRTC (server/transports/webrtc.py) -------------------------------------------
+    webrtc_ice_servers: tuple[str, ...] = _env(
+        "WEBRTC_ICE_SERVERS",
+        "STUN/TURN servers for WebRTC, comma-separated `stun:`, `turn:` or `turns:` URLs, used "
+        "by the server and handed to the browser in the answer; empty = host candidates only "
+        "(one host or one LAN). Behind NAT: docs/web-client.md#webrtc-behind-nat.",
+        _ice_urls,
+        default=(),
+    )
+    webrtc_turn_username: str = _env(
+        "WEBRTC_TURN_USERNAME",
+        "Username for the `turn:` servers in WEBRTC_ICE_SERVERS.",
+        default="",
+    )
+    webrtc_turn_password: str = _env(
+        "WEBRTC_TURN_PASSWORD",
+        "Password for the `turn:` servers (handed to browsers with the answer, never logged).",
+        default="",
+    )
     # --- admin -----------------------------------------------------------------------
     admin_api_key: str = _env(
         "ADMIN_API_KEY", "Key for /admin (header X-Admin-Key); unset = admin closed.", default=""
@@ -487,7 +514,7 @@ def is_loopback(host: str) -> bool:
 
 
 def is_secret(env_name: str) -> bool:
-    return env_name.endswith(("_KEY", "_TOKEN", "_SECRET"))
+    return env_name.endswith(("_KEY", "_TOKEN", "_SECRET", "_PASSWORD"))
 
 
 def _without_url_credentials(value: Any) -> Any:

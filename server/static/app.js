@@ -11,6 +11,7 @@ import { hooks, syncHooks } from "./hooks.js";
 import { dropToken, ensureToken, onLearnerChange, saveToken } from "./learner.js";
 import { Notices } from "./notices.js";
 import { ReplyPlayer } from "./player.js";
+import { RtcConnection, RtcPlayer } from "./rtc.js";
 import { SearchView } from "./search.js";
 import { hasStoredSessionId, newSessionId, saveSessionId, storedSessionId } from "./session.js";
 
@@ -35,12 +36,36 @@ const ui = {
 const notices = new Notices($("notices"));
 const log = new ConversationLog($("log"), $("live"), $("empty"));
 const ctx = new AudioContext({ latencyHint: "interactive" });
-const player = new ReplyPlayer(ctx, (playing) => {
+function onPlaying(playing) {
   hooks.playing = playing;
   ui.agent.dataset.on = String(playing);
   ui.agent.textContent = playing ? "Agent speaking" : "Agent idle";
   syncHooks();
-});
+}
+const wsPlayer = new ReplyPlayer(ctx, onPlaying);
+let rtcPlayer = null; // made with the first WebRTC connection
+// The transport (docs/web-client.md#transport): WebRTC where the browser has it, else
+// the WebSocket; `?transport=ws` or `?transport=webrtc` forces one. A WebRTC connection
+// that cannot be set up falls back to the WebSocket for the rest of the page's life.
+const forcedTransport = new URLSearchParams(location.search).get("transport");
+let useRtc =
+  forcedTransport === "webrtc" || (forcedTransport !== "ws" && typeof RTCPeerConnection === "function");
+/** The player of the current connection's audio. */
+const player = {
+  get current() {
+    return conn && conn.kind === "webrtc" ? rtcPlayer : wsPlayer;
+  },
+  get stats() {
+    return this.current.stats;
+  },
+  get playing() {
+    return this.current.playing;
+  },
+  begin: (turnId, rate) => player.current.begin(turnId, rate),
+  end: (turnId) => player.current.end && player.current.end(turnId),
+  push: (data) => wsPlayer.push(data),
+  stop: () => player.current.stop(),
+};
 
 const restored = hasStoredSessionId(); // a reload: the session may have a past to show
 let sessionId = storedSessionId();
@@ -51,6 +76,7 @@ let micOpening = null;
 const mic = new MicCapture(ctx, onMicFrame);
 mic.onEnded = () => {
   hooks.micOpen = false;
+  if (conn.useMic) conn.useMic(null);
   talkEnd();
   notices.show("mic", "The microphone stopped (unplugged or permission withdrawn). Press talk, or pick Hands-free again, to reopen it.");
   syncHooks();
@@ -67,7 +93,16 @@ let conn = makeConnection();
 
 // ------------------------------------------------------------------ connection
 function makeConnection() {
-  const c = new Connection(sessionId, startMessage);
+  let c;
+  if (useRtc) {
+    if (!rtcPlayer) rtcPlayer = new RtcPlayer(ctx, onPlaying);
+    c = new RtcConnection(sessionId, startMessage, rtcPlayer, forcedTransport === "webrtc");
+    c.setSending(mode === "continuous" || talking);
+    if (mic.stream) c.useMic(mic.stream);
+  } else {
+    c = new Connection(sessionId, startMessage);
+  }
+  hooks.transport = c.kind || "websocket";
   // A replaced connection (New session) may still report its close: ignore it.
   c.addEventListener("status", (e) => c === conn && onStatus(e.detail));
   c.addEventListener("message", (e) => c === conn && onMessage(e.detail));
@@ -82,6 +117,16 @@ function makeConnection() {
 }
 
 function onStatus(s) {
+  if (s.state === "fallback") {
+    // WebRTC does not work from here: the WebSocket, from now on.
+    hooks.fallbackReason = s.reason;
+    useRtc = false;
+    conn.close();
+    conn = makeConnection();
+    conn.connect();
+    syncHooks();
+    return;
+  }
   hooks.connection = s.state;
   ui.conn.dataset.state = s.state;
   if (s.state === "open") {
@@ -164,6 +209,7 @@ function onMessage(msg) {
       player.begin(msg.turn_id, msg.sample_rate);
       break;
     case "audio_end":
+      player.end(msg.turn_id);
       break;
     case "interrupted":
       hooks.interruptedReceived += 1;
@@ -198,7 +244,7 @@ function onMicFrame(pcm, level) {
   ui.meterFill.style.width = `${pct}%`;
   ui.meter.setAttribute("aria-valuenow", String(Math.round(Math.max(-60, level))));
   if (mode === "continuous" || talking) {
-    if (conn.sendAudio(pcm)) hooks.audioChunksSent += 1;
+    if (conn.sendAudio(pcm)) hooks.audioChunksSent += 1; // over WebRTC: sent on the track
   }
   if (hooks.micFrames % 5 === 0) syncHooks();
 }
@@ -213,6 +259,7 @@ async function ensureMic() {
   }
   try {
     await micOpening;
+    if (conn.useMic) conn.useMic(mic.stream);
     hooks.micOpen = true;
     notices.clear("mic");
     if (ctx.state !== "running") {
@@ -242,6 +289,7 @@ async function talkStart() {
   }
   talking = true;
   stopPlayback();
+  sending();
   conn.send({ type: "talk_start" });
   renderTalk();
   if (!(await ensureMic())) talkEnd();
@@ -250,8 +298,14 @@ async function talkStart() {
 function talkEnd() {
   if (!talking) return;
   talking = false;
+  sending();
   conn.send({ type: "talk_end" });
   renderTalk();
+}
+
+/** Over WebRTC the microphone's track carries sound only while it is meant to be sent. */
+function sending() {
+  if (conn.setSending) conn.setSending(mode === "continuous" || talking);
 }
 
 function renderTalk() {
@@ -273,6 +327,7 @@ async function setMode(next) {
   talkEnd();
   mode = next;
   localStorage.setItem(MODE_KEY, mode);
+  sending();
   conn.send(startMessage());
   renderTalk();
   if (mode === "continuous") await ensureMic();

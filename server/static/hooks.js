@@ -3,6 +3,8 @@
 
 export const hooks = {
   connection: "connecting",
+  transport: "",
+  fallbackReason: "",
   sessionId: "",
   mode: "push_to_talk",
   serverMode: "",

@@ -89,7 +89,7 @@ def page(browser: Any, server: Server) -> Iterator[Any]:
     pg = context.new_page()
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.goto(server.url + "/")
+    pg.goto(server.url + "/?transport=ws")  # the WebSocket path (WebRTC: test_webrtc_browser)
     wait_lva(pg, "s.connection === 'open' && s.serverMode === 'push_to_talk'")
     yield pg
     context.close()
@@ -343,7 +343,7 @@ def test_mic_denied_is_explained(playwright: Any, server: Server) -> None:
     )
     try:
         pg = b.new_page(viewport=VIEWPORT)
-        pg.goto(server.url + "/")
+        pg.goto(server.url + "/?transport=ws")  # the WebSocket path (WebRTC: test_webrtc_browser)
         wait_lva(pg, "s.connection === 'open'")
         pg.locator("#talk").hover()
         pg.mouse.down()

@@ -74,7 +74,7 @@ class Learner:
         page = self.context.new_page()
         page.on("pageerror", lambda e: self.errors.append(str(e)))
         page.on("websocket", lambda ws: self.sockets.append(ws.url))
-        page.goto(self.server.url + "/")
+        page.goto(self.server.url + "/?transport=ws")  # the WebSocket path's tests
         wait_lva(page, "s.connection === 'open'")
         return page
 

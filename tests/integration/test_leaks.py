@@ -99,6 +99,7 @@ async def test_thousand_sessions_leave_nothing_behind(tmp_path: Path) -> None:
         max_sockets_per_learner=CONCURRENCY,
         connections_per_second=10_000.0,
         connections_burst=10_000,
+        conversation_per_minute=100_000,
     )
     app = create_app(settings)
     runner = web.AppRunner(app, handle_signals=False)

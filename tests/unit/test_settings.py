@@ -29,12 +29,18 @@ def test_defaults_are_the_embedded_ones():
         ({"VAD_AGGRESSIVENESS": "7"}, "VAD_AGGRESSIVENESS"),
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
         ({"LLM_PROVIDERS": " , "}, "LLM_PROVIDERS"),
+        ({"WEBRTC_ICE_SERVERS": "stun:stun.example.com,https://x"}, "WEBRTC_ICE_SERVERS"),
     ],
 )
 def test_bad_values_name_the_variable(env, needle):
     with pytest.raises(ConfigError) as info:
         Settings.from_env(env)
     assert needle in str(info.value)
+
+
+def test_ice_servers_are_urls_in_order():
+    s = Settings.from_env({"WEBRTC_ICE_SERVERS": " stun:stun.example.com:3478, turn:t.example.com"})
+    assert s.webrtc_ice_servers == ("stun:stun.example.com:3478", "turn:t.example.com")
 
 
 def test_chains_parse_in_order():
@@ -48,10 +54,12 @@ def test_secrets_are_redacted():
             "ANTHROPIC_API_KEY": "sk-ant-secret",
             "ADMIN_API_KEY": "admin-secret-0123456789",
             "DATABASE_URL": "postgresql://me:hunter2@db:5432/app",
+            "WEBRTC_TURN_PASSWORD": "turn-secret",
         }
     )
     shown = repr(s.redacted())
     assert "sk-ant-secret" not in shown and "admin-secret" not in shown
+    assert "turn-secret" not in shown and "turn-secret" in s.secrets()
     assert "hunter2" not in shown and "postgresql://me:***@db:5432/app" in shown
     assert redact_url("redis://localhost:6379/0") == "redis://localhost:6379/0"
 
