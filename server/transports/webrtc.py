@@ -36,13 +36,17 @@ from aiohttp import web
 from audio.resample import StreamResampler
 from pipelines.events import AudioFrame, Event, Interrupted
 from pipelines.session import MODES, Session, SessionInputError
-from server.appkeys import ENGINE, SETTINGS
-from server.http_errors import json_error
+from server.appkeys import ENGINE, LIMITS, SETTINGS
+from server.http_errors import json_error, require_json
 from server.identity.http import credential_of
+from server.limits.messages import MessageBudget, Verdict
+from server.limits.origin import origin_allowed
+from server.limits.policy import Limited, Limits
 from server.liveness import LivenessConfig, Traffic
 from server.transports.base import (
     CLOSE_INVALID_SESSION,
     CLOSE_NOT_FOUND,
+    CLOSE_RATE_LIMITED,
     CLOSE_UNAUTHORIZED,
     CLOSE_UNAVAILABLE,
     Admission,
@@ -75,7 +79,12 @@ MAX_BUFFERED_BYTES = 1024 * 1024
 #: when muted), so a few quiet seconds mean it has gone; the ping is a `ping` message.
 LIVENESS = LivenessConfig(tick_s=2.0, idle_ping_s=4.0, idle_close_s=10.0, stall_s=10.0)
 
-_HTTP_STATUS = {CLOSE_UNAUTHORIZED: 401, CLOSE_NOT_FOUND: 404, CLOSE_INVALID_SESSION: 400}
+_HTTP_STATUS = {
+    CLOSE_UNAUTHORIZED: 401,
+    CLOSE_NOT_FOUND: 404,
+    CLOSE_INVALID_SESSION: 400,
+    CLOSE_RATE_LIMITED: 429,
+}
 
 
 def available() -> bool:
@@ -92,6 +101,12 @@ async def offer_handler(request: web.Request) -> web.Response:
     session is admitted (or say why not)."""
     if not available():
         return json_error(501, "webrtc_unavailable", "this server has no WebRTC (aiortc)")
+    settings = request.app[SETTINGS]
+    if not origin_allowed(
+        request.headers.get("Origin"), request.host, settings.allowed_origins, settings.public_url
+    ):
+        return json_error(403, "origin_not_allowed", "this page's origin may not start a call")
+    require_json(request)
     try:
         body = await request.json()
     except (ValueError, UnicodeDecodeError):
@@ -111,7 +126,10 @@ async def offer_handler(request: web.Request) -> web.Response:
         body["sdp"],
         credential,
         {"mode": mode, "input_rate": RATE, "output_rate": RATE},
-        _ice_servers(request.app[SETTINGS]),
+        _ice_servers(settings),
+        client=request.remote or "unknown",
+        limits=request.app[LIMITS],
+        messages_per_second=settings.ws_messages_per_second,
     )
     serving = request.app[ENGINE].lifecycle.start(transport)
     serving.add_done_callback(transport.served)
@@ -176,8 +194,19 @@ class WebRTCTransport:
         credential: str | None,
         config: dict[str, Any],
         ice_servers: Sequence[dict[str, Any]],
+        *,
+        client: str = "unknown",
+        limits: Limits | None = None,
+        messages_per_second: float = 20.0,
     ) -> None:
         self.session_id = session_id
+        #: The client's address (the signalling request's), for per-address limits.
+        self.client = client
+        self.address_limited = True
+        self.limits = limits
+        self.learner_id = ""
+        #: Control messages per second on the data channel (WS_MESSAGES_PER_SECOND).
+        self.budget = MessageBudget(messages_per_second, time.monotonic())
         self.traffic = Traffic()
         self.liveness = LIVENESS
         #: (HTTP status, JSON body) for the signalling request.
@@ -279,6 +308,7 @@ class WebRTCTransport:
 
     async def opened(self, session: Session, admission: Admission) -> None:
         self._issued = admission.issued_token
+        self.learner_id = admission.learner_id
         self._settle(200, self._answer_body)
         log.info("webrtc session answered", extra={"session_id": session.id})
 
@@ -354,6 +384,12 @@ class WebRTCTransport:
 
     async def _control_loop(self, session: Session) -> None:
         while (raw := await self._inbox.get()) is not None:
+            verdict = self.budget.take(time.monotonic())
+            if verdict is not Verdict.ALLOW:
+                if verdict is Verdict.DROP_AND_TELL and self.limits is not None:
+                    self.limits.on_limited("ws_messages")
+                    await self._send_error("rate_limited", "too many control messages")
+                continue
             try:
                 if await self._handle(session, raw):
                     self._end("peer sent end")
@@ -394,6 +430,11 @@ class WebRTCTransport:
                 raise SessionInputError(
                     "text_too_long", f"text is limited to {MAX_TEXT_CHARS} chars"
                 )
+            if self.limits is not None:  # a typed turn: the learner's turn budget
+                try:
+                    await self.limits.conversation_turn(self.learner_id)
+                except Limited as exc:
+                    raise SessionInputError("rate_limited", str(exc)) from None
             session.submit_text(text)
         elif kind == "interrupt":
             session.interrupt()
