@@ -72,7 +72,8 @@ class Limits:
         self._rates = {
             "http_per_address": Rate.per_minute(settings.http_per_minute_per_address),
             "http_per_learner": Rate.per_minute(settings.http_per_minute_per_learner),
-            "new_learners": Rate.per_minute(settings.new_learners_per_minute),
+            # A whole class opening the page at once: a minute's worth at once.
+            "new_learners": Rate.per_minute(settings.new_learners_per_minute, 1.0),
             "conversation": Rate.per_minute(settings.conversation_per_minute),
             "search": Rate.per_minute(settings.search_per_minute),
             "connection_rate": Rate(

@@ -113,10 +113,10 @@ class LimitSettings:
     )
     new_learners_per_minute: int = env_field(
         "NEW_LEARNERS_PER_MINUTE",
-        "Anonymous learners one client address may be issued per minute (`POST "
-        "/api/learners`, or a typed turn without a credential).",
+        "Anonymous learners one client address may be issued per minute, all of them at "
+        "once if need be (`POST /api/learners`, or a typed turn without a credential).",
         _per_minute(100_000),
-        default=30,
+        default=60,
     )
     conversation_per_minute: int = env_field(
         "CONVERSATION_PER_MINUTE",

@@ -102,6 +102,9 @@ async def test_failing_provider_on_two_workers(
         "DATABASE_URL": "",
         "PROMETHEUS_MULTIPROC_DIR": str(mp_dir),
         "PYTHONPATH": str(ROOT),  # this checkout's packages, whatever is installed
+        # Typed turns without a credential, one every 0.3 s from one address: more than a
+        # person types; the per-address turn budget is raised for this metrics test.
+        "CONVERSATION_PER_MINUTE": "1000",
     }
     server = ServerProcess(tmp_path, env, args=["--workers", "2"])
     await asyncio.to_thread(server.start)
