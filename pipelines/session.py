@@ -103,6 +103,9 @@ class Session:
         cfg = self.config
         self._pace = AudioPace(cfg.input_rate, cfg.audio_max_speed, cfg.audio_burst_s, clock())
         self._told_too_fast = False
+        #: The last frame fed had audio dropped for arriving too fast (the transport may
+        #: read the connection more slowly while it does).
+        self.dropping_audio = False
         self._owner_token: contextvars.Token[str | None] | None = None
         self._apply_config()
 
@@ -195,6 +198,7 @@ class Session:
         """Hot path: called for every binary frame the client sends."""
         samples = len(data) >> 1
         admitted = self._pace.admit(samples, self._clock())
+        self.dropping_audio = admitted < samples
         if admitted < samples:
             self._too_fast(samples - admitted)
             if not admitted:
