@@ -14,15 +14,28 @@ from __future__ import annotations
 
 
 class AudioPace:
+    __slots__ = (
+        "_cap",
+        "_last",
+        "_per_s",
+        "_rate",
+        "_tokens",
+        "burst_s",
+        "dropped_seconds",
+        "max_speed",
+    )
+
     def __init__(self, rate: int, max_speed: float, burst_s: float, now: float) -> None:
         if rate <= 0 or max_speed <= 0 or burst_s <= 0:
             raise ValueError("rate, max_speed and burst_s must be positive")
         self.max_speed = max_speed
         self.burst_s = burst_s
         self._rate = rate
-        self._tokens = float(self.capacity)
+        self._cap = float(int(burst_s * rate))
+        self._per_s = max_speed * rate
+        self._tokens = self._cap
         self._last = now
-        #: Samples refused so far (at the rate each was sent at: see `dropped_seconds`).
+        #: Seconds of audio refused so far.
         self.dropped_seconds = 0.0
 
     @property
@@ -32,7 +45,7 @@ class AudioPace:
     @property
     def capacity(self) -> int:
         """Samples the full bucket holds."""
-        return int(self.burst_s * self._rate)
+        return int(self._cap)
 
     def available(self, now: float) -> int:
         """Samples that would be admitted now."""
@@ -41,12 +54,21 @@ class AudioPace:
 
     def admit(self, samples: int, now: float) -> int:
         """Take up to `samples` from the bucket; returns how many are admitted (the first
-        ones: the caller keeps that prefix and drops the rest)."""
-        allowed = min(samples, self.available(now))
-        self._tokens = max(0.0, self._tokens - allowed)
-        refused = samples - allowed
-        if refused:
-            self.dropped_seconds += refused / self._rate
+        ones: the caller keeps that prefix and drops the rest). Hot path: once per frame."""
+        elapsed = now - self._last
+        if elapsed > 0:
+            tokens = self._tokens + elapsed * self._per_s
+            if tokens > self._cap:
+                tokens = self._cap
+            self._last = now
+        else:
+            tokens = self._tokens
+        if samples <= tokens:
+            self._tokens = tokens - samples
+            return samples
+        allowed = min(samples, int(tokens + 1e-6))
+        self._tokens = max(0.0, tokens - allowed)
+        self.dropped_seconds += (samples - allowed) / self._rate
         return allowed
 
     def set_rate(self, rate: int, now: float) -> None:
@@ -57,10 +79,11 @@ class AudioPace:
         self._refill(now)
         self._tokens *= rate / self._rate
         self._rate = rate
+        self._cap = float(int(self.burst_s * rate))
+        self._per_s = self.max_speed * rate
 
     def _refill(self, now: float) -> None:
         elapsed = now - self._last
         if elapsed > 0:
-            refill = elapsed * self.max_speed * self._rate
-            self._tokens = min(float(self.capacity), self._tokens + refill)
+            self._tokens = min(self._cap, self._tokens + elapsed * self._per_s)
             self._last = now
