@@ -157,7 +157,7 @@ class WhisperStream:
             started = loop.time()
             size = len(self._buf)
             if size - last_len >= 0.3 * _BYTES_PER_SECOND:
-                last_len = size
+                before, last_len = last_len, size
                 try:
                     text = await self._executor.run(
                         self._holder.transcribe,
@@ -166,8 +166,8 @@ class WhisperStream:
                         owner=self.owner,
                         droppable=True,
                     )
-                except Skipped:
-                    text = ""
+                except Skipped:  # the session's line was full: try again next time
+                    text, last_len = "", before
                 if text and not self._closed:
                     self._on_interim(text)
             await asyncio.sleep(max(0.05, self._interval - (loop.time() - started)))
