@@ -2,9 +2,11 @@
 
 The event loop never runs inference itself: `run` hands a job to one of `workers`
 threads and awaits its result. Jobs are scheduled fairly (`pipelines.fair_queue`): each
-owner, a session, has its own FIFO, and a free thread takes the next job round-robin over
-the owners with work, so one session's backlog (a client sending audio as fast as it can)
-delays another session's job by at most one job per thread, never by the whole backlog.
+owner, a session, has its own FIFO, and a free thread takes the next job of the session
+that has used the model threads least lately (ties in round-robin order). So one session's
+backlog (a client sending audio as fast as it can) never delays another session's turn by
+more than the jobs already running, and sessions that all have work share the threads by
+time.
 
 The owner of a job is the session whose context it runs in: a Session sets `work_owner`
 when it is entered, and the tasks it (and its transport) starts inherit it, as they do the
@@ -126,9 +128,9 @@ class ModelExecutor:
                     cond.wait()
                 if self._closed:
                     return
-                taken = self._queue.pop()
+                taken = self._queue.pop(time.monotonic())
             assert taken is not None
-            job = taken[1]
+            key, job = taken
             if job.future.cancelled():  # its caller gave up just before we took it
                 continue
             t0 = time.perf_counter()
@@ -137,6 +139,8 @@ class ModelExecutor:
             except BaseException as exc:  # handed to the caller, like a thread pool does
                 result, error = None, exc
             seconds = time.perf_counter() - t0
+            with cond:
+                self._queue.charge(key, seconds, time.monotonic())
             try:
                 job.loop.call_soon_threadsafe(self._settle, job, result, error, seconds)
             except RuntimeError:  # its event loop is closed: nobody is waiting

@@ -1,9 +1,14 @@
-"""Fair order for model work: one FIFO per owner (a session), served round-robin.
+"""Fair order for model work: one FIFO per owner (a session); the owner that has used the
+model threads least lately goes next.
 
-`pop` takes the next job of the owner whose turn it is and sends that owner to the back
-of the line, so a job waits behind at most one job of every other owner with work, however
-much work that owner has queued. An owner that runs out of work leaves the line; its next
-job puts it at the back.
+Each owner's use is the seconds its jobs ran (`charge`), decaying by half every
+`half_life` seconds. `pop` takes the next job of the owner with work whose use is least,
+ties in round-robin order (an owner served goes to the back of the line). So a session that
+uses the model for its own turns now and then goes first whenever a thread is free, however
+many other sessions have work queued and however long their jobs run: it waits at most for
+the jobs already running. Sessions with backlogs share the rest by time, not by job
+count (a half-minute transcription counts for more than a short one). Use decays, so
+whoever stops working gets their place back within a few half-lives.
 
 Bounded per owner, with one overflow rule. At most `max_queued` jobs of an owner are in
 line. Jobs are either droppable (an interim transcript: a newer one makes it stale) or
@@ -15,7 +20,8 @@ not (a final transcript, a sentence of speech: never dropped).
   the owner's droppable job in line; if there is none it is held, in order, and joins
   the line as the owner's jobs leave it (back-pressure on that owner alone).
 
-Pure: no threads, no clock, no I/O; the executor locks around it.
+Pure: no threads, no clock of its own (times are passed in), no I/O; the executor locks
+around it.
 """
 
 from __future__ import annotations
@@ -28,6 +34,9 @@ from typing import Generic, TypeVar
 K = TypeVar("K", bound=Hashable)
 J = TypeVar("J")
 
+#: Uses closer than this (seconds of work) are equal: round-robin decides.
+_TIE = 1e-3
+
 
 @dataclass(slots=True)
 class _Line(Generic[J]):
@@ -36,11 +45,16 @@ class _Line(Generic[J]):
 
 
 class FairQueue(Generic[K, J]):
-    def __init__(self, max_queued: int = 8) -> None:
+    def __init__(self, max_queued: int = 8, half_life: float = 10.0) -> None:
         if max_queued < 1:
             raise ValueError("max_queued must be at least 1")
+        if half_life <= 0:
+            raise ValueError("half_life must be positive")
         self.max_queued = max_queued
+        self.half_life = half_life
         self._lines: dict[K, _Line[J]] = {}
+        #: Seconds of work each owner was charged, decayed up to the time beside it.
+        self._use: dict[K, tuple[float, float]] = {}
         #: Owners with queued work, in the order they are served.
         self._turns: deque[K] = deque()
         self._size = 0
@@ -86,11 +100,32 @@ class FairQueue(Generic[K, J]):
         self._size += 1
         return True, dropped
 
-    def pop(self) -> tuple[K, J] | None:
-        """The next job to run, round-robin over owners; None when nothing is queued."""
+    def use(self, key: K, now: float) -> float:
+        """`key`'s decayed seconds of work at `now`."""
+        used, at = self._use.get(key, (0.0, now))
+        return used * 0.5 ** (max(0.0, now - at) / self.half_life) if used else 0.0
+
+    def charge(self, key: K, seconds: float, now: float) -> None:
+        """`key`'s job ran for `seconds` (told when it ends, at `now`)."""
+        self._use[key] = (self.use(key, now) + max(0.0, seconds), now)
+        if len(self._use) > 2 * len(self._lines) + 64:
+            self._forget_idle_use(now)
+
+    def pop(self, now: float = 0.0) -> tuple[K, J] | None:
+        """The next job to run: the owner with work that used least lately, ties in
+        round-robin order; None when nothing is queued."""
         if not self._turns:
             return None
-        key = self._turns.popleft()
+        key = self._turns[0]
+        if self._use:
+            least = self.use(key, now)
+            for other in self._turns:
+                if least <= _TIE:
+                    break
+                used = self.use(other, now)
+                if used < least - _TIE:
+                    key, least = other, used
+        self._turns.remove(key)
         line = self._lines[key]
         job, _ = line.queued.popleft()
         self._size -= 1
@@ -135,6 +170,12 @@ class FairQueue(Generic[K, J]):
         self._turns.clear()
         self._size = 0
         return jobs
+
+    def _forget_idle_use(self, now: float) -> None:
+        """Owners without work whose use has decayed to nothing are forgotten (a session
+        that ended, or has been quiet for minutes)."""
+        for key in [k for k in self._use if k not in self._lines and self.use(k, now) < _TIE]:
+            del self._use[key]
 
     def _forget_if_idle(self, key: K, line: _Line[J]) -> None:
         if not line.queued and not line.held:

@@ -138,3 +138,52 @@ def test_drain_takes_everything() -> None:
 def test_a_line_must_hold_something() -> None:
     with pytest.raises(ValueError):
         FairQueue(max_queued=0)
+
+
+def test_the_owner_that_used_least_goes_first() -> None:
+    q: FairQueue[str, str] = FairQueue(max_queued=100)
+    for i in range(3):
+        q.put("flood-a", f"a{i}")
+        q.put("flood-b", f"b{i}")
+    q.charge("flood-a", 2.0, now=0.0)
+    q.charge("flood-b", 1.0, now=0.0)
+    q.put("learner", "final")
+    assert q.pop(now=0.0) == ("learner", "final")  # used nothing: first, behind nobody
+    assert q.pop(now=0.0) == ("flood-b", "b0")  # used less than a
+    q.charge("flood-b", 2.0, now=0.0)  # b0 ran for 2 s: now b has used more
+    assert q.pop(now=0.0) == ("flood-a", "a0")
+
+
+def test_use_decays_by_half_every_half_life() -> None:
+    q: FairQueue[str, str] = FairQueue(half_life=10.0)
+    q.charge("a", 8.0, now=100.0)
+    assert q.use("a", 100.0) == 8.0
+    assert q.use("a", 110.0) == pytest.approx(4.0)
+    q.charge("a", 1.0, now=120.0)
+    assert q.use("a", 120.0) == pytest.approx(3.0)
+    assert q.use("nobody", 120.0) == 0.0
+    # A former heavy user who stopped is not held back for long.
+    q.charge("b", 1.0, now=120.0)
+    q.put("a", "a0")
+    q.put("b", "b0")
+    assert q.pop(now=120.0) == ("b", "b0")
+    q.put("b", "b1")
+    assert q.pop(now=300.0) == ("a", "a0")  # both decayed to almost nothing: in turn
+
+
+def test_equal_use_is_served_round_robin() -> None:
+    q: FairQueue[str, str] = FairQueue(max_queued=100)
+    for key in ("a", "b", "c"):
+        q.charge(key, 1.0, now=0.0)
+        q.put(key, f"{key}0")
+        q.put(key, f"{key}1")
+    assert [q.pop(now=0.0)[1] for _ in range(6)] == ["a0", "b0", "c0", "a1", "b1", "c1"]
+
+
+def test_owners_gone_quiet_are_forgotten() -> None:
+    q: FairQueue[int, str] = FairQueue(half_life=1.0)
+    for key in range(200):
+        q.charge(key, 0.5, now=0.0)
+    q.charge(-1, 0.5, now=60.0)  # a minute later: all the others decayed to nothing
+    assert len(q._use) < 100
+    assert q.use(-1, 60.0) == 0.5
