@@ -111,6 +111,12 @@ class HubObserver:
         if _valid(seconds):
             self._prom.work_seconds.labels(self._labels("stage", stage)).inc(float(seconds))
 
+    def audio_dropped(self, seconds: float) -> None:
+        """Audio a client sent faster than real time allows (no per-session label: the
+        session's log line names it)."""
+        if isinstance(seconds, int | float) and math.isfinite(seconds) and seconds > 0:
+            self._prom.audio_dropped_seconds.inc(float(seconds))
+
     def turn_finished(self, turn: object) -> None:
         """A finished turn's stage times (a `TurnTrace`): traces are the tracer's
         (server/tracing.py, when on); the metrics came from `turn_completed`."""

@@ -145,6 +145,11 @@ class PromMetrics:
             ["stage"],
             registry=r,
         )
+        self.audio_dropped_seconds = Counter(
+            "lva_audio_dropped_seconds",
+            "Client audio dropped for arriving faster than AUDIO_MAX_SPEED x real time.",
+            registry=r,
+        )
         self.capture_queue_depth = Gauge(
             "lva_capture_queue_depth",
             "Captures waiting in memory to be written.",

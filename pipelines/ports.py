@@ -105,6 +105,10 @@ class SessionObserver(Protocol):
         """CPU-bound work time (vad, stt, tts) for the work-time counters."""
         ...
 
+    def audio_dropped(self, seconds: float) -> None:
+        """A client sent audio faster than real time allows; `seconds` of it were dropped."""
+        ...
+
     def turn_finished(self, turn: TurnTrace) -> None:
         """Once per recorded turn (answered or interrupted), after its capture was handed
         to the writer: when each of its stages happened (for traces)."""
@@ -125,6 +129,9 @@ class NullObserver:
         pass
 
     def work_time(self, stage: str, seconds: float) -> None:
+        pass
+
+    def audio_dropped(self, seconds: float) -> None:
         pass
 
     def turn_finished(self, turn: TurnTrace) -> None:

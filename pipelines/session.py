@@ -13,13 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import logging
 import time
 from collections.abc import Callable, Iterable
 
 from audio.framing import Reframer
+from audio.pace import AudioPace
 from audio.resample import StreamResampler
 from audio.vad import Endpointer, VadEvent
 from pipelines import events as ev
+from pipelines.executor import work_owner
 from pipelines.floor import Floor
 from pipelines.outbox import Outbox
 from pipelines.pause_transcripts import PauseTranscripts
@@ -38,6 +42,8 @@ from pipelines.turn_records import TurnRecords
 from pipelines.turns import Act, Utterance
 
 __all__ = ["MODES", "Session", "SessionConfig", "SessionInputError"]
+
+log = logging.getLogger(__name__)
 
 
 class Session:
@@ -63,12 +69,13 @@ class Session:
         self._llm = llm
         self._store = store
         self._clock = clock
+        self._observer = observer or NullObserver()
         self._tasks = TaskScope(session_id, outbox)
         self._records = TurnRecords(
             session_id,
             store,
             captures,
-            observer or NullObserver(),
+            self._observer,
             learner_id,
             clock=clock,
             providers={"stt": stt.name, "llm": llm.name, "tts": tts.name},
@@ -93,6 +100,13 @@ class Session:
         self._utterance_frames = 0
         #: Clock time the caller began the utterance being listened to (for its trace).
         self._speech_start = 0.0
+        cfg = self.config
+        self._pace = AudioPace(cfg.input_rate, cfg.audio_max_speed, cfg.audio_burst_s, clock())
+        self._told_too_fast = False
+        #: The last frame fed had audio dropped for arriving too fast (the transport may
+        #: read the connection more slowly while it does).
+        self.dropping_audio = False
+        self._owner_token: contextvars.Token[str | None] | None = None
         self._apply_config()
 
     @property
@@ -116,6 +130,9 @@ class Session:
 
     # ----------------------------------------------------------------- life cycle
     async def __aenter__(self) -> Session:
+        # Model work started from here on (this task, and the tasks it starts) is this
+        # session's: it takes its turn with other sessions' (pipelines/executor.py).
+        self._owner_token = work_owner.set(self.id)
         async with contextlib.AsyncExitStack() as stack:
             self._stream = stream = await self._stt.open(self._on_interim)
             stack.push_async_callback(stream.aclose)
@@ -131,7 +148,13 @@ class Session:
         recogniser stream. The body's exception (if any) is the transport's: it goes on."""
         assert self._exit is not None, "the session was not entered"
         exit_stack, self._exit = self._exit, None
-        await exit_stack.aclose()
+        try:
+            await exit_stack.aclose()
+        finally:
+            token, self._owner_token = self._owner_token, None
+            if token is not None:
+                with contextlib.suppress(ValueError):  # left in another context
+                    work_owner.reset(token)
 
     def configure(self, config: SessionConfig) -> None:
         if config.mode not in MODES:
@@ -146,6 +169,11 @@ class Session:
     def _apply_config(self) -> None:
         cfg = self.config
         rate = cfg.input_rate
+        pace = self._pace
+        if (pace.max_speed, pace.burst_s) != (cfg.audio_max_speed, cfg.audio_burst_s):
+            self._pace = AudioPace(rate, cfg.audio_max_speed, cfg.audio_burst_s, self._clock())
+        elif pace.rate != rate:
+            pace.set_rate(rate, self._clock())  # what is left of the slack carries over
         self._resampler = (
             StreamResampler(rate, STT_SAMPLE_RATE) if rate != STT_SAMPLE_RATE else None
         )
@@ -168,6 +196,14 @@ class Session:
     # ------------------------------------------------------------------ audio in
     def feed_audio(self, data: bytes) -> None:
         """Hot path: called for every binary frame the client sends."""
+        samples = len(data) >> 1
+        admitted = self._pace.admit(samples, self._clock())
+        self.dropping_audio = admitted < samples
+        if admitted < samples:
+            self._too_fast(samples - admitted)
+            if not admitted:
+                return
+            data = data[: admitted * 2]
         if self._resampler is not None:
             data = self._resampler.process(data)
         if self._echo_guard:
@@ -197,6 +233,25 @@ class Session:
                     self.outbox.emit(ev.Vad(True))
                 elif event is VadEvent.END:
                     self.outbox.emit(ev.Vad(False))
+
+    def _too_fast(self, samples: int) -> None:
+        """Audio beyond AUDIO_MAX_SPEED x real time (plus the burst) is dropped: counted
+        every time, told to the client and logged once per session."""
+        self._observer.audio_dropped(samples / self.config.input_rate)
+        if not self._told_too_fast:
+            self._told_too_fast = True
+            cfg = self.config
+            log.warning(
+                "audio faster than real time: the excess is dropped",
+                extra={"session_id": self.id, "max_speed": cfg.audio_max_speed},
+            )
+            self.outbox.emit(
+                ev.Error(
+                    "audio_too_fast",
+                    f"audio arrives faster than {cfg.audio_max_speed:g}x real time; "
+                    "the excess is dropped",
+                )
+            )
 
     def _speech_frame(self, frame: bytes) -> None:
         """One frame of the caller's utterance (continuous mode): the floor judges it, and a

@@ -43,6 +43,11 @@ class SessionConfig:
     echo_gate_dbfs: float = -45.0
     #: The transport reports playback (Twilio marks): remember only acknowledged audio.
     playback_acks: bool = False
+    #: Audio is accepted at most this many times faster than real time, sustained, with
+    #: `audio_burst_s` seconds of slack (`audio.pace`); the excess is dropped
+    #: (the server's AUDIO_MAX_SPEED and AUDIO_BURST_SECONDS).
+    audio_max_speed: float = 1.5
+    audio_burst_s: float = 3.0
 
     def turn_rules(self, *, transcript_on_pause: bool) -> TurnConfig:
         """`turns` with the frame size and pause threshold the session's audio runs on;

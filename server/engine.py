@@ -120,6 +120,8 @@ class Engine:
         overrides.setdefault("speculate_after_ms", s.speculate_after_ms)
         overrides.setdefault("echo_vad_aggressiveness", s.echo_vad_aggressiveness)
         overrides.setdefault("echo_gate_dbfs", s.echo_gate_dbfs)
+        overrides.setdefault("audio_max_speed", s.audio_max_speed)
+        overrides.setdefault("audio_burst_s", s.audio_burst_seconds)
         return SessionConfig(endpointer=endpointer, turns=turns, **overrides)
 
     def new_session(

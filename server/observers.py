@@ -30,6 +30,10 @@ class FanOut:
         for observer in self._observers:
             observer.work_time(stage, seconds)
 
+    def audio_dropped(self, seconds: float) -> None:
+        for observer in self._observers:
+            observer.audio_dropped(seconds)
+
     def turn_finished(self, turn: TurnTrace) -> None:
         for observer in self._observers:
             observer.turn_finished(turn)

@@ -77,7 +77,7 @@ class Settings(LimitSettings):
     )
     executor_workers: int = _env(
         "EXECUTOR_WORKERS",
-        "Threads for CPU-heavy model work (Whisper, Piper, embeddings).",
+        "Threads for CPU-heavy model work (Whisper, Piper), shared fairly by the sessions.",
         _int(1, 64),
         default=2,
     )

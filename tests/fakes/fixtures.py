@@ -21,6 +21,7 @@ class RecordingObserver:
         self.turns: list[dict[str, float]] = []
         self.latencies: list[tuple[str, str, float]] = []
         self.finished: list[TurnTrace] = []
+        self.dropped_audio = 0.0
 
     def turn_completed(self, stages: dict[str, float], mode: str) -> None:
         self.turns.append(dict(stages))
@@ -36,6 +37,9 @@ class RecordingObserver:
 
     def provider_latency(self, stage: str, provider: str, seconds: float) -> None:
         self.latencies.append((stage, provider, seconds))
+
+    def audio_dropped(self, seconds: float) -> None:
+        self.dropped_audio += seconds
 
     def turn_finished(self, turn: TurnTrace) -> None:
         self.finished.append(turn)

@@ -71,6 +71,10 @@ async def test_metrics_after_real_traffic(hub_client: tuple[AdminHub, TestClient
     obs.provider_fallback("stt", "deepgram", "local")
     obs.work_time("vad", 0.25)
     obs.work_time("stt", 1.5)
+    obs.audio_dropped(2.5)
+    obs.audio_dropped(0.5)
+    obs.audio_dropped(float("nan"))
+    obs.audio_dropped(-1.0)
     hub.ws_opened()
     hub.ws_opened()
     hub.ws_closed()
@@ -125,6 +129,7 @@ async def test_metrics_after_real_traffic(hub_client: tuple[AdminHub, TestClient
     )
     assert value(data, "lva_work_seconds_total", stage="vad") == pytest.approx(0.25)
     assert value(data, "lva_work_seconds_total", stage="stt") == pytest.approx(1.5)
+    assert value(data, "lva_audio_dropped_seconds_total") == pytest.approx(3.0)
     assert value(data, "lva_websocket_sessions") == 1
     assert value(data, "lva_voice_sessions") == 1
     assert value(data, "lva_capture_queue_depth") == 4

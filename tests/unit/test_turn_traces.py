@@ -339,6 +339,7 @@ def test_the_fan_out_passes_every_report_to_each_observer_in_order() -> None:
     fan.provider_fallback("llm", "openai", "local")
     fan.provider_latency("tts", "piper", 0.1)
     fan.work_time("stt", 0.05)
+    fan.audio_dropped(1.5)
     fan.turn_finished(turn)
     assert calls == [(n, t) for n in _protocol_methods() for t in ("a", "b")]
     second.turn_finished.assert_called_once_with(turn)
