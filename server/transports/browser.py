@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 
+from admin.apidoc import describe, error
 from audio.resample import SUPPORTED_RATES
 from pipelines.events import AudioFrame, Event
 from pipelines.session import MODES, Session, SessionConfig, SessionInputError
@@ -51,6 +52,18 @@ def _error(code: str, message: str) -> str:
     return json.dumps({"type": "error", "code": code, "message": message})
 
 
+@describe(
+    "The voice protocol v1 (WebSocket), docs/protocol.md",
+    auth="learner_or_new",
+    tags=("voice",),
+    websocket=True,
+    path={"session_id": {"type": "string"}},
+    query={"token": {"type": "string"}},
+    responses={
+        400: error("Not a WebSocket upgrade", "bad_request"),
+        403: error("A page of another origin", "origin_not_allowed"),
+    },
+)
 async def ws_handler(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     origin = request.headers.get("Origin")
