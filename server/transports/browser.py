@@ -149,11 +149,23 @@ class BrowserTransport(WebSocketPeer):
         self._issued = admission.issued_token
         if not self._greeted:
             await self.ws.send_str(json.dumps(self.ready(session)))
-        elif self._issued and _type_of(self._first) != "start":
-            # The answer to this first message is not a `ready`: hand the credential over now.
+        elif self._issued and not self._ready_follows(session):
+            # The answer to this first message is not a `ready` (it is not a `start`, or a
+            # `start` that is refused): hand the credential over now.
             credential = {"type": "credential", "learner_token": self._issued}
             self._issued = None
             await self.ws.send_str(json.dumps(credential))
+
+    def _ready_follows(self, session: Session) -> bool:
+        """Whether the first message is a `start` that will be answered with `ready`."""
+        if _type_of(self._first) != "start":
+            return False
+        assert self._first is not None
+        try:
+            _start_config(session, json.loads(self._first.data))
+        except SessionInputError:
+            return False
+        return True
 
     def ready(self, session: Session) -> dict[str, Any]:
         message = _ready(session)
