@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -10,8 +11,11 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
+from loadtest.phone_sim import stream_parameters
 from server.app import create_app
+from server.appkeys import ENGINE
 from server.settings import Settings
+from server.transports.twilio_media import MAX_PAYLOAD_BYTES
 
 
 @pytest.fixture
@@ -34,6 +38,30 @@ async def server(tmp_path: Path) -> AsyncIterator[TestServer]:
 
 def url_of(server: TestServer) -> str:
     return f"http://127.0.0.1:{server.port}"
+
+
+@pytest.mark.parametrize(("size", "ignored"), [(MAX_PAYLOAD_BYTES, 0), (MAX_PAYLOAD_BYTES + 1, 1),
+                                               (MAX_PAYLOAD_BYTES + 2, 1)])  # fmt: skip
+async def test_a_media_payload_over_a_second_is_ignored(
+    server: TestServer, size: int, ignored: int
+) -> None:
+    """The base64 length check let payloads of 8001 and 8002 bytes through (more than a
+    second of audio, which Twilio never sends)."""
+    base = url_of(server)
+    async with aiohttp.ClientSession() as http:
+        form = {"CallSid": "CAsize"}
+        async with http.post(f"{base}/twilio/voice", data=form) as resp:
+            token = stream_parameters(await resp.text())["streamToken"]
+        url = base.replace("http", "ws") + "/twilio/stream"
+        async with http.ws_connect(url, autoping=False) as ws:
+            start = {"callSid": "CAsize", "customParameters": {"streamToken": token}}
+            await ws.send_str(json.dumps({"event": "start", "start": start}))
+            payload = base64.b64encode(b"\xff" * size).decode()
+            await ws.send_str(json.dumps({"event": "media", "media": {"payload": payload}}))
+            await ws.ping()  # answered after the media was handled
+            assert (await ws.receive(timeout=5)).type is aiohttp.WSMsgType.PONG
+            (call,) = server.app[ENGINE].lifecycle.transports
+            assert call.ignored == ignored
 
 
 @pytest.mark.parametrize(
