@@ -57,6 +57,8 @@ SERVER_ENV = {
     "ADMIN_MAX_FAILURES": "100000",
     "LOG_LEVEL": "warning",
 }
+#: Declared types of a JSON body that the server must refuse (415).
+WRONG_TYPES = ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data")
 #: Sessions with captures, so history, export and deletion answer 200 too.
 SEEDED_SESSIONS = ("fuzz-a", "fuzz-b", "fuzz_c-1")
 
@@ -182,11 +184,15 @@ def run(
     def out_of_budget() -> bool:
         return result.cases >= cases or time.monotonic() >= deadline
 
-    def make_one(operation: Any, mode: Any, security: Any) -> Any:
+    def make_one(operation: Any, mode: Any, security: Any, json_body: bool) -> Any:
         def one(case: Any) -> None:
             if out_of_budget():
                 return
             headers = creds.headers_for(security, result.cases)
+            if json_body and result.cases % 8 == 3:
+                # A JSON body declared as something else (a form or text/plain post, which
+                # another site's page can send without asking) must be a 415.
+                headers["Content-Type"] = WRONG_TYPES[result.cases % len(WRONG_TYPES)]
             result.cases += 1
             label = f"{operation.method.upper()} {operation.path}"
             try:
@@ -221,7 +227,10 @@ def run(
     while not out_of_budget():
         sent_this_round = result.cases
         for index, operation in enumerate(operations):
-            security = spec["paths"][operation.path][operation.method.lower()].get("security", [])
+            described = spec["paths"][operation.path][operation.method.lower()]
+            security = described.get("security", [])
+            body = described.get("requestBody", {}).get("content", {})
+            json_body = "application/json" in body
             for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
                 if out_of_budget():
                     break
@@ -230,7 +239,7 @@ def run(
                 except Exception:  # e.g. no way to make this operation's input invalid
                     continue
 
-                one = make_one(operation, mode, security)
+                one = make_one(operation, mode, security, json_body)
                 budget = min(per_operation, max(1, cases - result.cases))
                 test = settings(
                     max_examples=budget,
