@@ -127,7 +127,7 @@ def speech(rate: int) -> bytes:
 @dataclass
 class Step:
     kind: str  # for the figures
-    frame: str | bytes
+    frame: str | bytes | list[str | bytes]  # a list: sent back to back
     expect: list[str]  # error codes, in order
     pongs: int = 1  # the sync ping's pong, plus one for a `ping` step
     ends: bool = False
@@ -187,6 +187,29 @@ def _random_text(rng: random.Random) -> str:
 
 
 def browser_step(rng: random.Random, state: dict[str, Any], marker: str) -> Step:
+    if rng.random() < 0.08:
+        return _burst(rng, state, marker)
+    return _one_step(rng, state, marker)
+
+
+def _burst(rng: random.Random, state: dict[str, Any], marker: str) -> Step:
+    """Several steps back to back, without waiting: audio that arrives while the receive
+    loop is busy takes the queued path, not the parser's direct hand-off
+    (server/transports/direct.py), and the answers must still come in order."""
+    frames: list[str | bytes] = []
+    expect: list[str] = []
+    pongs = 1
+    for _ in range(rng.randint(2, 8)):
+        step = _one_step(rng, state, marker)
+        if step.ends or isinstance(step.frame, list):
+            continue
+        frames.append(step.frame)
+        expect += step.expect
+        pongs += step.pongs - 1
+    return Step("burst", frames, expect, pongs)
+
+
+def _one_step(rng: random.Random, state: dict[str, Any], marker: str) -> Step:
     roll = rng.random()
     if roll < 0.22:  # real speech at the session's rate, in chunks that are not frames
         pcm = speech(state["rate"])
@@ -310,10 +333,11 @@ async def browser_walk(
                 else:
                     step = browser_step(rng, state, f"mk{index}x")
                 result.steps += 1
-                if isinstance(step.frame, bytes):
-                    await ws.send_bytes(step.frame)
-                else:
-                    await ws.send_str(step.frame)
+                for frame in step.frame if isinstance(step.frame, list) else [step.frame]:
+                    if isinstance(frame, bytes):
+                        await ws.send_bytes(frame)
+                    else:
+                        await ws.send_str(frame)
                 if step.ends:
                     await _read_to_close(ws, index, seen)
                     return
