@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test test-fast lint format bench clean
+.PHONY: run test test-fast lint format bench fuzz clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -41,6 +41,11 @@ format: $(VENV)/.installed-dev
 # written to docs/benchmarks.md. Run it on an otherwise idle machine.
 bench: $(VENV)/.installed-dev
 	bash loadtest/bench.sh
+
+# The long fuzz runs (>= 10 000 HTTP cases against /openapi.json, 2000 WebSocket walks;
+# about 15 min), their figures written to docs/reliability.md. Quick ones are in `make test`.
+fuzz: $(VENV)/.installed-dev
+	$(BIN)/python -m loadtest.fuzz
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

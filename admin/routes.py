@@ -10,6 +10,7 @@ its static files need no key: they hold no data, and ask for the key in the brow
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -18,6 +19,18 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from admin.apidoc import (
+    ANY_OBJECT,
+    BOOLEAN,
+    INTEGER,
+    NUMBER,
+    STRING,
+    content,
+    describe,
+    error,
+    json,
+    obj,
+)
 from admin.auth import FailureLimiter, keys_match
 from admin.errors import json_error
 from admin.maintenance import MAX_MESSAGE
@@ -34,6 +47,22 @@ _CSP = (
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+MAINTENANCE = obj(
+    {"enabled": BOOLEAN, "message": STRING, "retry_after": INTEGER},
+    {"changed_at": {**NUMBER, "nullable": True}, "backend": STRING, "sync_error": STRING},
+)
+HEALTH = obj(
+    {
+        "status": {"enum": ["healthy", "degraded", "unhealthy"]},
+        "reasons": {"type": "array", "items": STRING},
+        "checks": ANY_OBJECT,
+        "maintenance": MAINTENANCE,
+    }
+)
+ARRAY = {"type": "array"}
+PROCESS = {"scope": STRING, "pid": INTEGER, "timestamp": NUMBER}
+
+
 def _ok(data: dict[str, Any], status: int = 200) -> web.Response:
     return web.json_response(data, status=status, headers=_NO_STORE)
 
@@ -46,6 +75,7 @@ class AdminApi:
     def guarded(self, handler: Handler) -> Handler:
         """`handler` behind the admin key (and the failed-attempt limit)."""
 
+        @functools.wraps(handler)  # keeps its description (admin/apidoc.py)
         async def guarded(request: web.Request) -> web.StreamResponse:
             hub = self.hub
             if not hub.admin_api_key:
@@ -93,23 +123,49 @@ class AdminApi:
         return json_error(401, "unauthorized", f"{what} {reason}.")
 
     # --- dashboard -------------------------------------------------------------------
+    @describe(
+        "The admin dashboard (asks for the key in the browser)",
+        tags=("admin",),
+        responses={200: content("text/html")},
+    )
     async def dashboard(self, request: web.Request) -> web.StreamResponse:
         return web.FileResponse(
             STATIC_DIR / "index.html",
             headers={"Content-Security-Policy": _CSP, "Cache-Control": "no-cache"},
         )
 
+    @describe(
+        "Redirects to /admin/", tags=("admin",), responses={308: {"description": "To /admin/"}}
+    )
     async def dashboard_redirect(self, request: web.Request) -> web.StreamResponse:
         raise web.HTTPPermanentRedirect("/admin/")
 
     # --- admin API -------------------------------------------------------------------
+    @describe(
+        "Health of every dependency; 503 when unhealthy",
+        auth="admin",
+        tags=("admin",),
+        responses={200: json(HEALTH), 503: json(HEALTH, "Unhealthy")},
+    )
     async def health(self, request: web.Request) -> web.StreamResponse:
         report = await self.hub.health_report()
         return _ok(report, status=503 if report["status"] == "unhealthy" else 200)
 
+    @describe(
+        "Requests, errors, latency percentiles, sessions, voice stages, fleet",
+        auth="admin",
+        tags=("admin",),
+        responses={200: json(obj({**PROCESS, "requests": ANY_OBJECT, "maintenance": MAINTENANCE}))},
+    )
     async def metrics(self, request: web.Request) -> web.StreamResponse:
         return _ok({**self.hub.overview(), "fleet": await self.hub.fleet()})
 
+    @describe(
+        "Request metrics per route template and method",
+        auth="admin",
+        tags=("admin",),
+        responses={200: json(obj({**PROCESS, "endpoints": {}}))},
+    )
     async def endpoints(self, request: web.Request) -> web.StreamResponse:
         return _ok(
             {
@@ -120,6 +176,12 @@ class AdminApi:
             }
         )
 
+    @describe(
+        "CPU, memory, file descriptors, connections, event-loop lag",
+        auth="admin",
+        tags=("admin",),
+        responses={200: json(obj({"event_loop_lag": ANY_OBJECT, "uptime_seconds": NUMBER}))},
+    )
     async def system(self, request: web.Request) -> web.StreamResponse:
         sample = await self.hub.system.sample()
         return _ok(
@@ -131,6 +193,16 @@ class AdminApi:
             }
         )
 
+    @describe(
+        "Recent 5xx and provider errors, each with its request id",
+        auth="admin",
+        tags=("admin",),
+        query={"limit": {"type": "integer", "minimum": 1, "maximum": 200}},
+        responses={
+            200: json(obj({"scope": STRING, "pid": INTEGER, "total": INTEGER, "errors": ARRAY})),
+            400: error("Bad input", "invalid_limit"),
+        },
+    )
     async def errors(self, request: web.Request) -> web.StreamResponse:
         raw = request.query.get("limit", "50")
         try:
@@ -148,9 +220,30 @@ class AdminApi:
             }
         )
 
+    @describe("Maintenance mode", auth="admin", tags=("admin",), responses={200: json(MAINTENANCE)})
     async def maintenance_get(self, request: web.Request) -> web.StreamResponse:
         return _ok(self.hub.maintenance.to_dict())
 
+    @describe(
+        "Switch maintenance mode (new sessions and /api/* are refused with 503 while on)",
+        auth="admin",
+        tags=("admin",),
+        body={
+            **obj(
+                {"enabled": BOOLEAN},
+                {
+                    "message": {"type": "string", "maxLength": MAX_MESSAGE},
+                    "retry_after": {"type": "integer", "minimum": 1, "maximum": 86400},
+                },
+            ),
+            "additionalProperties": False,
+        },
+        responses={
+            200: json(MAINTENANCE),
+            400: error("Bad input", "invalid_json", "invalid_maintenance"),
+            503: error("The shared state could not be written", "maintenance_unavailable"),
+        },
+    )
     async def maintenance_set(self, request: web.Request) -> web.StreamResponse:
         ctype = request.content_type
         if ctype != "application/json" and not (
@@ -184,6 +277,12 @@ class AdminApi:
         return _ok(self.hub.maintenance.to_dict())
 
     # --- Prometheus ------------------------------------------------------------------
+    @describe(
+        "Prometheus exposition",
+        auth="metrics",
+        tags=("metrics",),
+        responses={200: content("text/plain")},
+    )
     async def prometheus(self, request: web.Request) -> web.StreamResponse:
         token = self.hub.metrics_token
         if token:

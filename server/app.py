@@ -18,6 +18,7 @@ from aiohttp import web
 from admin.checks import capture_writer_check, providers_check
 from admin.hub import AdminHub
 from pipelines.registry import Providers
+from server import openapi
 from server.appkeys import (
     ADMIN,
     ENGINE,
@@ -168,6 +169,7 @@ def create_app(
     if STATIC_DIR.is_dir():
         app.router.add_static("/static/", STATIC_DIR, name="static", append_version=False)
     hub.install(app)
+    openapi.add_routes(app)
     return app
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from aiohttp import web
 
@@ -48,6 +50,8 @@ _CODES = {
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
+        if isinstance(request.match_info.route.resource, web.StaticResource):
+            await _static_file_or_404(request)
         return await handler(request)
     except ApiError:
         raise
@@ -63,6 +67,24 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except Exception:
         log.exception("unhandled error", extra={"route": request.path})
         return json_error(500, "internal", "internal server error")
+
+
+async def _static_file_or_404(request: web.Request) -> None:
+    """A static route's file must exist before aiohttp's handler is asked for it: for a
+    missing file that handler answers an empty `application/octet-stream` 404 (not our
+    error shape), and a name the file system refuses (too long: ENAMETOOLONG) was a 500."""
+    directory = request.match_info.route.get_info().get("directory")
+    filename = request.match_info.get("filename", "")
+    loop = asyncio.get_running_loop()
+    if directory is None or not await loop.run_in_executor(None, _is_file, directory, filename):
+        raise web.HTTPNotFound()
+
+
+def _is_file(directory: Path, filename: str) -> bool:
+    try:
+        return (Path(directory) / filename).is_file()
+    except (OSError, ValueError):  # too long, a NUL byte, ...
+        return False
 
 
 def is_json(content_type: str) -> bool:

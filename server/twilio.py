@@ -23,6 +23,7 @@ from aiohttp import web
 from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Connect, Stream, VoiceResponse
 
+from admin.apidoc import STRING, content, describe, error
 from server.appkeys import SETTINGS, STREAM_GATE
 from server.http_errors import ApiError
 from server.settings import Settings
@@ -78,6 +79,16 @@ def check_signature(
 
 
 @routes.post("/twilio/voice")
+@describe(
+    "Twilio's voice webhook: TwiML connecting the call to its Media Stream",
+    auth="twilio",
+    tags=("phone",),
+    form={
+        "type": "object",
+        "properties": {"CallSid": STRING, "From": STRING, "AccountSid": STRING},
+    },
+    responses={200: content("text/xml", "TwiML: <Connect><Stream> with the call's token")},
+)
 async def voice(request: web.Request) -> web.Response:
     """Answer an incoming call: connect it to our Media Streams endpoint."""
     settings = request.app[SETTINGS]
@@ -100,6 +111,13 @@ async def voice(request: web.Request) -> web.Response:
 
 
 @routes.get(STREAM_PATH)
+@describe(
+    "Twilio Media Streams (WebSocket), docs/phone.md",
+    auth="twilio",
+    tags=("phone",),
+    websocket=True,
+    responses={400: error("Not a WebSocket upgrade", "bad_request")},
+)
 async def stream(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     url = ws_base(public_base(request, settings)) + request.path_qs

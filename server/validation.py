@@ -7,6 +7,8 @@ import re
 SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_TEXT_CHARS = 4000
 MAX_AUDIO_FRAME_BYTES = 64 * 1024
+#: `SESSION_ID` as a JSON Schema, for the API description.
+SESSION_ID_SCHEMA = {"type": "string", "pattern": SESSION_ID.pattern}
 
 
 def valid_session_id(value: object) -> bool:

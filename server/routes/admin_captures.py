@@ -10,12 +10,36 @@ from dataclasses import replace
 
 from aiohttp import web
 
+from admin.apidoc import describe, error, json
 from server.appkeys import ADMIN, STORAGE
 from server.http_errors import ApiError, read_json_object
 from server.identity.learners import LEARNER_ID
-from server.routes.captures import hit_json, parse_search, storage_call
+from server.routes.captures import (
+    SEARCH_ANSWER,
+    SEARCH_BODY,
+    SEARCH_ERRORS,
+    STORAGE_DOWN,
+    hit_json,
+    parse_search,
+    storage_call,
+)
+from server.validation import SESSION_ID_SCHEMA
 
 
+@describe(
+    "Search captures across every learner, or one (`learner_id`)",
+    auth="admin",
+    tags=("admin",),
+    body={
+        **SEARCH_BODY,
+        "properties": {**SEARCH_BODY["properties"], "learner_id": SESSION_ID_SCHEMA},
+    },
+    responses={
+        200: json(SEARCH_ANSWER),
+        400: error("Bad input", *sorted(SEARCH_ERRORS | {"invalid_learner_id"})),
+        503: STORAGE_DOWN,
+    },
+)
 async def admin_search(request: web.Request) -> web.Response:
     """Like `POST /api/search`, over every learner, or one (`learner_id`)."""
     body = await read_json_object(request)

@@ -18,13 +18,24 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from admin.apidoc import (
+    INTEGER,
+    NULLABLE_TIME,
+    NUMBER,
+    STRING,
+    TIME,
+    describe,
+    error,
+    json,
+    obj,
+)
 from server.appkeys import LIMITS, STORAGE
 from server.http_errors import ApiError, read_json_object
 from server.identity.http import learner_of
 from server.identity.learners import Learner
 from server.limits.http import within
 from server.storage.base import SearchHit, SearchQuery, StoredCapture
-from server.validation import valid_session_id
+from server.validation import SESSION_ID_SCHEMA, valid_session_id
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -103,6 +114,55 @@ async def storage_call(aw: Awaitable[T], what: str) -> T:
         ) from None
 
 
+#: Epoch seconds or an ISO-8601 time.
+TIME_FILTER = {"oneOf": [{"type": "number", "minimum": 0}, {"type": "string", "maxLength": 64}]}
+SEARCH_BODY = obj(
+    {"query": {"type": "string", "minLength": 1, "maxLength": MAX_QUERY_CHARS}},
+    {
+        "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+        "session_id": SESSION_ID_SCHEMA,
+        "since": TIME_FILTER,
+        "until": TIME_FILTER,
+    },
+)
+HIT = obj(
+    {
+        "id": {},
+        "session_id": STRING,
+        "timestamp": NULLABLE_TIME,
+        "user_text": STRING,
+        "agent_text": STRING,
+        "snippet": STRING,
+        "score": NUMBER,
+    }
+)
+SEARCH_ANSWER = obj({"query": STRING, "results": {"type": "array", "items": HIT}, "count": INTEGER})
+SEARCH_ERRORS = {
+    "invalid_query",
+    "query_too_long",
+    "invalid_limit",
+    "invalid_session_id",
+    "invalid_since",
+    "invalid_until",
+    "invalid_range",
+}
+CAPTURE = obj(
+    {
+        "id": {},
+        "timestamp": NULLABLE_TIME,
+        "user_text": STRING,
+        "agent_text": STRING,
+        "metadata": {},
+    }
+)
+SESSION_PATH = {"session_id": SESSION_ID_SCHEMA}
+NOT_YOURS = error("No such session, or another learner's (the same answer)", "session_not_found")
+STORAGE_DOWN = error(
+    "The capture store is unavailable", "storage_unavailable", **{"Retry-After": "5"}
+)
+FORMAT_QUERY = {"format": {"type": "string", "enum": ["json", "markdown"]}}
+
+
 def parse_search(body: dict[str, Any]) -> SearchQuery:
     query = body.get("query")
     if not isinstance(query, str) or not query.strip():
@@ -130,6 +190,19 @@ async def owned_session(request: web.Request, learner: Learner, session_id: str)
 
 
 @routes.post("/api/search")
+@describe(
+    "Search my captures by keyword and meaning",
+    auth="learner",
+    tags=("captures",),
+    body=SEARCH_BODY,
+    responses={
+        200: json(SEARCH_ANSWER),
+        400: error("Bad input", *sorted(SEARCH_ERRORS)),
+        404: NOT_YOURS,
+        429: error("Over a limit (searches per learner)", "rate_limited"),
+        503: STORAGE_DOWN,
+    },
+)
 async def search(request: web.Request) -> web.Response:
     query = parse_search(await read_json_object(request))
     learner = await learner_of(request)
@@ -155,6 +228,24 @@ def hit_json(h: SearchHit) -> dict[str, Any]:
 
 
 @routes.get("/api/stats")
+@describe(
+    "Capture and session totals (counts only)",
+    tags=("captures",),
+    responses={
+        200: json(
+            obj(
+                {
+                    "total_captures": INTEGER,
+                    "total_sessions": INTEGER,
+                    "captures_last_24h": INTEGER,
+                    "last_capture_at": NULLABLE_TIME,
+                    "active_sessions": INTEGER,
+                }
+            )
+        ),
+        503: STORAGE_DOWN,
+    },
+)
 async def stats(request: web.Request) -> web.Response:
     storage = request.app[STORAGE]
     totals = await storage_call(storage.captures.stats(), "capture store")
@@ -181,6 +272,27 @@ def capture_json(c: StoredCapture) -> dict[str, Any]:
 
 
 @routes.get("/api/sessions/{session_id}/history")
+@describe(
+    "A session's captures, oldest first",
+    auth="learner",
+    tags=("sessions",),
+    path=SESSION_PATH,
+    query={"limit": {"type": "integer", "minimum": 1, "maximum": HISTORY_MAX}},
+    responses={
+        200: json(
+            obj(
+                {
+                    "session_id": STRING,
+                    "captures": {"type": "array", "items": CAPTURE},
+                    "count": INTEGER,
+                }
+            )
+        ),
+        400: error("Bad input", "invalid_session_id", "invalid_limit"),
+        404: NOT_YOURS,
+        503: STORAGE_DOWN,
+    },
+)
 async def history(request: web.Request) -> web.Response:
     session_id = session_id_param(request)
     limit = int_field(request.query.get("limit", HISTORY_DEFAULT), "limit", 1, HISTORY_MAX)
@@ -198,6 +310,35 @@ async def history(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/sessions/{session_id}/export")
+@describe(
+    "A session's captures as a file (JSON or Markdown)",
+    auth="learner",
+    tags=("sessions",),
+    path=SESSION_PATH,
+    query=FORMAT_QUERY,
+    responses={
+        200: {
+            "description": "The file",
+            "headers": {"Content-Disposition": {"schema": STRING}},
+            "content": {
+                "application/json": {
+                    "schema": obj(
+                        {
+                            "session_id": STRING,
+                            "exported_at": TIME,
+                            "captures": {"type": "array", "items": CAPTURE},
+                            "count": INTEGER,
+                        }
+                    )
+                },
+                "text/markdown": {"schema": STRING},
+            },
+        },
+        400: error("Bad input", "invalid_session_id", "invalid_format"),
+        404: NOT_YOURS,
+        503: STORAGE_DOWN,
+    },
+)
 async def export(request: web.Request) -> web.Response:
     session_id = session_id_param(request)
     fmt = request.query.get("format", "json")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from admin.apidoc import STRING, TIME, describe, error, json, obj
 from pipelines.conversation import text_turn
 from server import __version__
 from server.appkeys import ENGINE, LIMITS, STORAGE
@@ -16,7 +17,7 @@ from server.http_errors import ApiError, read_json_object
 from server.identity.http import credential_of, learner_of
 from server.limits.http import within
 from server.routes.captures import storage_call
-from server.validation import MAX_TEXT_CHARS, valid_session_id
+from server.validation import MAX_TEXT_CHARS, SESSION_ID_SCHEMA, valid_session_id
 
 routes = web.RouteTableDef()
 
@@ -37,6 +38,21 @@ PAGE_CSP = (
 
 
 @routes.get("/")
+@describe(
+    "Health (JSON), or the web client for a browser that asks for HTML",
+    tags=("health",),
+    responses={
+        200: {
+            "description": "Health, or the page",
+            "content": {
+                "application/json": {
+                    "schema": obj({"status": STRING, "service": STRING, "version": STRING})
+                },
+                "text/html": {"schema": STRING},
+            },
+        }
+    },
+)
 async def root(request: web.Request) -> web.StreamResponse:
     """Browsers get the app; everything else (curl, load balancers) gets health JSON."""
     index = STATIC_DIR / "index.html"
@@ -56,6 +72,14 @@ async def root(request: web.Request) -> web.StreamResponse:
 
 
 @routes.get("/health/ready")
+@describe(
+    "Readiness: 200 once the embedded models are loaded",
+    tags=("health",),
+    responses={
+        200: json(obj({"status": {"enum": ["ready"]}})),
+        503: json(obj({"status": {"enum": ["loading"]}}), "Still loading", **{"Retry-After": "1"}),
+    },
+)
 async def ready(request: web.Request) -> web.Response:
     """Readiness for load balancers: 200 once the embedded models are loaded."""
     if request.app[ENGINE].ready.is_set():
@@ -64,6 +88,34 @@ async def ready(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/conversation")
+@describe(
+    "A typed turn, in the same session context as voice",
+    auth="learner_or_new",
+    tags=("conversation",),
+    body=obj(
+        {"text": {"type": "string", "minLength": 1, "maxLength": MAX_TEXT_CHARS}},
+        {"session_id": SESSION_ID_SCHEMA},
+    ),
+    responses={
+        200: json(
+            obj(
+                {
+                    "session_id": STRING,
+                    "user_text": STRING,
+                    "agent_text": STRING,
+                    "timestamp": TIME,
+                },
+                {"learner_token": STRING},
+            ),
+            "The reply; `learner_token` when the caller had no credential (a new learner)",
+        ),
+        400: error("Bad input", "invalid_text", "text_too_long", "invalid_session_id"),
+        404: error("The session belongs to another learner", "session_not_found"),
+        429: error("Over a limit (typed turns per learner)", "rate_limited"),
+        503: error("The capture store is unavailable", "storage_unavailable"),
+        504: error("No reply in time", "reply_timeout"),
+    },
+)
 async def conversation(request: web.Request) -> web.Response:
     body = await read_json_object(request)
     text = body.get("text")

@@ -11,12 +11,18 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
+from admin.apidoc import INTEGER, STRING, TIME, describe, error, json, obj
 from server.appkeys import ERASURE, IDENTITY, LIMITS, STORAGE
 from server.http_errors import ApiError
 from server.identity.http import learner_of
 from server.limits.http import within
 from server.routes.captures import (
+    CAPTURE,
     EXPORT_MAX,
+    FORMAT_QUERY,
+    NOT_YOURS,
+    SESSION_PATH,
+    STORAGE_DOWN,
     capture_json,
     int_field,
     iso,
@@ -32,6 +38,11 @@ SESSIONS_DEFAULT, SESSIONS_MAX = 50, 500
 
 
 @routes.post("/api/learners")
+@describe(
+    "A new anonymous learner and its credential",
+    tags=("learners",),
+    responses={201: json(obj({"learner_id": STRING, "learner_token": STRING}), "Created")},
+)
 async def new_learner(request: web.Request) -> web.Response:
     """An anonymous learner and its credential (the web client's first visit)."""
     await within(request.app[LIMITS].new_learner(request.remote or "unknown"))
@@ -42,12 +53,27 @@ async def new_learner(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/me")
+@describe(
+    "Who I am",
+    auth="learner",
+    tags=("learners",),
+    responses={200: json(obj({"learner_id": STRING}))},
+)
 async def me(request: web.Request) -> web.Response:
     learner = await learner_of(request)
     return web.json_response({"learner_id": learner.id})
 
 
 @routes.delete("/api/me")
+@describe(
+    "Forget me: every session, capture, index entry and context; the credential ends",
+    auth="learner",
+    tags=("learners",),
+    responses={
+        200: json(obj({"forgotten": {"enum": [True]}, "captures_deleted": INTEGER})),
+        503: STORAGE_DOWN,
+    },
+)
 async def forget_me(request: web.Request) -> web.Response:
     """Forget me: every session, capture, index entry and context of the caller."""
     learner = await learner_of(request)
@@ -58,6 +84,39 @@ async def forget_me(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/me/export")
+@describe(
+    "Everything I said, across sessions, as a file (JSON or Markdown)",
+    auth="learner",
+    tags=("learners",),
+    query=FORMAT_QUERY,
+    responses={
+        200: {
+            "description": "The file",
+            "headers": {"Content-Disposition": {"schema": STRING}},
+            "content": {
+                "application/json": {
+                    "schema": obj(
+                        {
+                            "learner_id": STRING,
+                            "exported_at": TIME,
+                            "captures": {
+                                "type": "array",
+                                "items": {
+                                    **CAPTURE,
+                                    "required": [*CAPTURE["required"], "session_id"],
+                                },
+                            },
+                            "count": INTEGER,
+                        }
+                    )
+                },
+                "text/markdown": {"schema": STRING},
+            },
+        },
+        400: error("Bad input", "invalid_format"),
+        503: STORAGE_DOWN,
+    },
+)
 async def export_me(request: web.Request) -> web.Response:
     """Everything the caller said, across sessions (JSON or Markdown)."""
     learner = await learner_of(request)
@@ -82,6 +141,35 @@ async def export_me(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/sessions")
+@describe(
+    "My sessions, newest first",
+    auth="learner",
+    tags=("sessions",),
+    query={"limit": {"type": "integer", "minimum": 1, "maximum": SESSIONS_MAX}},
+    responses={
+        200: json(
+            obj(
+                {
+                    "sessions": {
+                        "type": "array",
+                        "items": obj(
+                            {
+                                "session_id": STRING,
+                                "title": STRING,
+                                "created_at": {**TIME, "nullable": True},
+                                "last_at": {**TIME, "nullable": True},
+                                "captures": INTEGER,
+                            }
+                        ),
+                    },
+                    "count": INTEGER,
+                }
+            )
+        ),
+        400: error("Bad input", "invalid_limit"),
+        503: STORAGE_DOWN,
+    },
+)
 async def my_sessions(request: web.Request) -> web.Response:
     learner = await learner_of(request)
     limit = int_field(request.query.get("limit", SESSIONS_DEFAULT), "limit", 1, SESSIONS_MAX)
@@ -106,6 +194,20 @@ async def my_sessions(request: web.Request) -> web.Response:
 
 
 @routes.delete("/api/sessions/{session_id}")
+@describe(
+    "Delete a session everywhere",
+    auth="learner",
+    tags=("sessions",),
+    path=SESSION_PATH,
+    responses={
+        200: json(
+            obj({"session_id": STRING, "deleted": {"enum": [True]}, "captures_deleted": INTEGER})
+        ),
+        400: error("Bad input", "invalid_session_id"),
+        404: NOT_YOURS,
+        503: STORAGE_DOWN,
+    },
+)
 async def delete_session(request: web.Request) -> web.Response:
     session_id = session_id_param(request)
     learner = await learner_of(request)

@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 
+from admin.apidoc import describe, error
 from audio.resample import SUPPORTED_RATES
 from pipelines.events import AudioFrame, Event
 from pipelines.session import MODES, Session, SessionConfig, SessionInputError
@@ -57,6 +58,18 @@ def _error(code: str, message: str) -> str:
     return json.dumps({"type": "error", "code": code, "message": message})
 
 
+@describe(
+    "The voice protocol v1 (WebSocket), docs/protocol.md",
+    auth="learner_or_new",
+    tags=("voice",),
+    websocket=True,
+    path={"session_id": {"type": "string"}},
+    query={"token": {"type": "string"}},
+    responses={
+        400: error("Not a WebSocket upgrade", "bad_request"),
+        403: error("A page of another origin", "origin_not_allowed"),
+    },
+)
 async def ws_handler(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     origin = request.headers.get("Origin")
@@ -145,11 +158,23 @@ class BrowserTransport(WebSocketPeer):
         self.learner_id = admission.learner_id
         if not self._greeted:
             await self.ws.send_str(json.dumps(self.ready(session)))
-        elif self._issued and _type_of(self._first) != "start":
-            # The answer to this first message is not a `ready`: hand the credential over now.
+        elif self._issued and not self._ready_follows(session):
+            # The answer to this first message is not a `ready` (it is not a `start`, or a
+            # `start` that is refused): hand the credential over now.
             credential = {"type": "credential", "learner_token": self._issued}
             self._issued = None
             await self.ws.send_str(json.dumps(credential))
+
+    def _ready_follows(self, session: Session) -> bool:
+        """Whether the first message is a `start` that will be answered with `ready`."""
+        if _type_of(self._first) != "start":
+            return False
+        assert self._first is not None
+        try:
+            _start_config(session, json.loads(self._first.data))
+        except SessionInputError:
+            return False
+        return True
 
     def ready(self, session: Session) -> dict[str, Any]:
         message = _ready(session)

@@ -267,6 +267,9 @@ class TwilioCall(WebSocketPeer):
         except (binascii.Error, ValueError):
             self._ignore("media payload is not base64")
             return None
+        if len(raw) > MAX_PAYLOAD_BYTES:  # the length check above admits up to 2 bytes more
+            self._ignore("media payload too large")
+            return None
         return mulaw_decode(raw) if raw else None
 
     def _mark(self, session: Session, message: dict[str, Any]) -> None:
