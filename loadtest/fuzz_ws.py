@@ -577,6 +577,9 @@ def fuzz_settings(tmp: Path) -> Any:
         # Its HTTP calls too (a readiness check after every walk, each call's webhook).
         http_per_minute_per_address=10_000_000,
         http_per_minute_per_learner=10_000_000,
+        # Typed turns of one learner, and new learners of the one address.
+        conversation_per_minute=100_000,
+        new_learners_per_minute=100_000,
     )
 
 

@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from aiohttp import web
 
+from admin.apidoc import STRING, describe, error, obj
+from admin.apidoc import json as json_answer
 from audio.resample import StreamResampler
 from pipelines.events import AudioFrame, Event, Interrupted
 from pipelines.session import MODES, Session, SessionInputError
@@ -96,6 +98,31 @@ def available() -> bool:
     return True
 
 
+@describe(
+    "Start a conversation over WebRTC: the SDP offer in, the answer out (docs/protocol.md)",
+    auth="learner_or_new",
+    tags=("voice",),
+    body=obj(
+        {"sdp": STRING, "type": {"enum": ["offer"]}, "session_id": STRING},
+        {"token": STRING, "mode": {"enum": ["continuous", "push_to_talk"]}},
+    ),
+    responses={
+        200: json_answer(
+            obj(
+                {
+                    "type": {"enum": ["answer"]},
+                    "sdp": STRING,
+                    "session_id": STRING,
+                    "ice_servers": {"type": "array", "items": {"type": "object"}},
+                }
+            )
+        ),
+        400: error("Not a usable offer", "invalid_sdp", "invalid_session", "invalid_message"),
+        403: error("A page of another origin", "origin_not_allowed"),
+        404: error("Another learner's session", "session_not_found"),
+        501: error("Installed without the webrtc extra", "webrtc_unavailable"),
+    },
+)
 async def offer_handler(request: web.Request) -> web.Response:
     """Validate the offer, hand a `WebRTCTransport` to the lifecycle, and answer once the
     session is admitted (or say why not)."""
