@@ -1,0 +1,602 @@
+"""Chaos runs: faults that are not polite, each with its promised outcome measured.
+
+    python -m loadtest.chaos                       # every scenario (`make chaos`)
+    python -m loadtest.chaos redis-restart workers # some of them
+
+Each scenario starts what it needs on loopback (the server, a private Redis, a private
+PostgreSQL), injects its fault, checks the outcome, stops everything it started and writes
+its figures between its markers in docs/reliability.md (`<!-- chaos:NAME:start -->`). Each
+is bounded (about two minutes at most). The machine's shared Redis and PostgreSQL are never
+touched. Exit status 1 if any scenario missed its promise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import os
+import random
+import signal
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from loadtest.chaoskit import (
+    SIMULATED,
+    Conversation,
+    PrivatePostgres,
+    PrivateRedis,
+    Server,
+    context_report,
+    dir_bytes,
+    http_status,
+    topic_name,
+    wait_until,
+    write_section,
+)
+
+Outcome = dict[str, Any]
+
+
+def _stamp() -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+
+
+async def _converse(convos: list[Conversation]) -> list[asyncio.Task[None]]:
+    tasks = []
+    for c in convos:
+        tasks.append(asyncio.create_task(c.run()))
+        await asyncio.sleep(0.02)  # a ramp, not a thundering herd of handshakes
+    return tasks
+
+
+async def _finish(convos: list[Conversation], tasks: list[asyncio.Task[None]]) -> None:
+    for c in convos:
+        c.stop = True
+    await asyncio.sleep(0.5)
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _turn_stats(convos: list[Conversation], t0: float, t1: float) -> dict[str, Any]:
+    turns = [t for c in convos for t in c.turns if t0 <= t["at"] < t1]
+    ms = sorted(t["ms"] for t in turns)
+    return {
+        "turns": len(turns),
+        "p50_ms": round(ms[len(ms) // 2]) if ms else None,
+        "max_ms": round(ms[-1]) if ms else None,
+    }
+
+
+def _errors(convos: list[Conversation]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for c in convos:
+        for k, v in c.errors.items():
+            out[k] = out.get(k, 0) + v
+    return out
+
+
+# --------------------------------------------------------------------------- Redis
+async def redis_fault(work: Path, empty: bool, n: int = 50) -> Outcome:
+    """N conversations with their context in a private Redis; Redis restarted (data
+    kept) or killed and started empty in the middle; the conversations go on."""
+    redis = PrivateRedis(work)
+    redis.start()
+    server = Server(
+        work / "server",
+        {
+            "STT_PROVIDERS": "simulated",
+            "TTS_PROVIDERS": "simulated",
+            "LLM_PROVIDERS": "local",
+            "REDIS_URL": redis.url,
+            "REDIS_KEY_PREFIX": "chaos:",
+            "CONTEXT_MAX_EXCHANGES": "11",
+        },
+    )
+    try:
+        server.start()
+        run = uuid.uuid4().hex[:6]
+        convos = [
+            Conversation(server.ws, f"chaos-{run}-{i}", topic_name(i), gap_s=1.0) for i in range(n)
+        ]
+        tasks = await _converse(convos)
+        await asyncio.sleep(14)
+        fault_at = time.time()
+        down = await asyncio.to_thread(redis.kill_and_start_empty if empty else redis.restart)
+        back_at = time.time()
+        ready_after = http_status(server.http + "/health/ready")
+        await asyncio.sleep(12)
+        end = time.time()
+        await _finish(convos, tasks)
+        alive = server.proc is not None and server.proc.poll() is None
+        ctx = context_report(convos, fault_at, back_at)
+        stats_before = _turn_stats(convos, fault_at - 8, fault_at)
+        stats_after = _turn_stats(convos, back_at, end)
+        promised = ctx["first_after_lost"] if empty else ctx["first_after_kept"]
+        ok = (
+            alive
+            and ctx["wrong_context"] == 0
+            and stats_after["turns"] >= 5 * n  # every conversation went on
+            and promised >= 0.95 * n
+        )
+        return {
+            "ok": ok,
+            "conversations": n,
+            "redis_down_s": round(down, 2),
+            "ready_status_right_after": ready_after,
+            "context": ctx,
+            "turns_before": stats_before,
+            "turns_after": stats_after,
+            "client_errors": _errors(convos),
+            "reconnects": sum(c.reconnects for c in convos),
+            "server_alive": alive,
+            "server_error_lines": len(server.log_lines('"level": "error"')),
+            "server_warning_lines": len(server.log_lines('"level": "warning"')),
+        }
+    finally:
+        server.stop()
+        redis.kill()
+
+
+def _table(rows: list[tuple[Any, ...]], head: tuple[str, ...] = ("figure", "value")) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _redis_doc(name: str, r: Outcome, empty: bool) -> str:
+    c, b, a = r["context"], r["turns_before"], r["turns_after"]
+    n = c["first_after_kept"] + c["first_after_lost"]
+    verdict = (
+        "context **lost, visibly degraded**: the first reply after the fault no longer "
+        "links back to the turn before it (the coach answers as to a new conversation, "
+        "never with another learner's context), and the context builds up again from "
+        "there; the conversations themselves go on without an error"
+        if empty
+        else "context **restored**: the first reply after the restart links back to the "
+        "turn before the restart, as every reply did before it"
+    )
+    table = _table(
+        [
+            ("turns answered, 8 s before the fault", b["turns"]),
+            ("turns answered, 12 s after it", a["turns"]),
+            ("turn time p50 / max before (ms)", f"{b['p50_ms']} / {b['max_ms']}"),
+            ("turn time p50 / max after (ms)", f"{a['p50_ms']} / {a['max_ms']}"),
+            ("replies before the fault linking to their previous turn",
+             f"{c['linked_before']} of {c['turns_before']}"),
+            ("first reply after the fault linking to the turn before the fault",
+             f"{c['first_after_kept']} of {n}"),
+            ("replies linking to another conversation's topic", c["wrong_context"]),
+            ("client errors, reconnects", f"{r['client_errors'] or 'none'}, {r['reconnects']}"),
+            ("`/health/ready` right after", r["ready_status_right_after"]),
+            ("server log lines at warning / error",
+             f"{r['server_warning_lines']} / {r['server_error_lines']}"),
+        ]
+    )  # fmt: skip
+    return f"""
+**{name}** ({_stamp()}; {r["conversations"]} conversations typing a turn a second over the
+voice WebSocket, embedded coach with `CONTEXT_MAX_EXCHANGES=11`, sessions in a private
+Redis; Redis down {r["redis_down_s"]} s). Result: **{"pass" if r["ok"] else "FAIL"}**:
+{verdict}.
+
+{table}
+"""
+
+
+# ------------------------------------------------------------------------ Postgres
+async def _captures(pg: PrivatePostgres, prefix: str) -> tuple[int, set[tuple[str, str]], int]:
+    rows = await pg.query(
+        "SELECT session_id, user_text FROM captures WHERE session_id LIKE $1", prefix + "%"
+    )
+    keys = [(r["session_id"], r["user_text"]) for r in rows]
+    return len(keys), set(keys), len(keys) - len(set(keys))
+
+
+def _completed(convos: list[Conversation]) -> set[tuple[str, str]]:
+    return {(c.sid, c.text(t["k"])) for c in convos for t in c.turns}
+
+
+async def postgres_kill(work: Path, n: int = 50, journal_mb: int | None = None) -> Outcome:
+    """N conversations writing captures to a private Postgres, SIGKILLed for 20 s and
+    started again: every answered turn's capture is stored exactly once, and the journal
+    drains. With `journal_mb`, the journal's size limit is small enough to fill."""
+    pg = PrivatePostgres(work)
+    pg.start()
+    env = {**SIMULATED, "DATABASE_URL": pg.dsn}
+    if journal_mb:
+        env["CAPTURE_JOURNAL_MAX_MB"] = str(journal_mb)
+        env["CAPTURE_QUEUE_MAX"] = "100"
+    server = Server(work / "server", env)
+    try:
+        server.start()
+        run = uuid.uuid4().hex[:6]
+        prefix = f"chaos-{run}-"
+        pad = (" " + "x" * 50) * 40 if journal_mb else ""  # 2 KB turns fill a journal
+        gap = 0.2 if journal_mb else 0.5
+        convos = [
+            Conversation(server.ws, f"{prefix}{i}", topic_name(i), gap_s=gap, pad=pad)
+            for i in range(n)
+        ]
+        tasks = await _converse(convos)
+        await asyncio.sleep(8)
+        killed_at = time.time()
+        await asyncio.to_thread(pg.kill)
+        peak = {"backlog": 0.0, "dropped": 0.0}
+        for _ in range(40):  # 20 s down
+            await asyncio.sleep(0.5)
+            with contextlib.suppress(Exception):
+                cap = (await asyncio.to_thread(server.admin, "/admin/api/metrics"))["capture"]
+                peak["backlog"] = max(peak["backlog"], cap["capture_journal_backlog"])
+                peak["dropped"] = max(peak["dropped"], cap["capture_dropped"])
+        journal_bytes = (
+            dir_bytes(server.work / "journal") if (server.work / "journal").exists() else None
+        )
+        turns_down = _turn_stats(convos, killed_at, time.time())
+        await asyncio.to_thread(pg.start)
+        back = time.monotonic()
+        back_at = time.time()
+
+        def backlog() -> float:
+            return server.admin("/admin/api/metrics")["capture"]["capture_journal_backlog"]
+
+        # The journal drains while the conversations go on writing.
+        drained_ok = await asyncio.to_thread(wait_until, lambda: backlog() == 0, 60, 0.1)
+        drain_s = time.monotonic() - back
+        await asyncio.sleep(3)  # new turns are stored again
+        await _finish(convos, tasks)
+
+        def settled() -> bool:
+            cap = server.admin("/admin/api/metrics")["capture"]
+            return cap["capture_journal_backlog"] == 0 and cap["capture_queue_depth"] == 0
+
+        drained_ok = drained_ok and await asyncio.to_thread(wait_until, settled, 30, 0.1)
+        await asyncio.sleep(1)
+        cap = await asyncio.to_thread(server.admin, "/admin/api/metrics")
+        dropped = int(cap["capture"]["capture_dropped"])
+        completed = _completed(convos)
+        rows, stored, dups = await _captures(pg, prefix)
+        lost = completed - stored
+        drop_logs = server.log_lines("captures dropped")
+        alive = server.proc is not None and server.proc.poll() is None
+        if journal_mb:
+            ok = alive and dups == 0 and dropped > 0 and len(lost) <= dropped and drained_ok
+        else:
+            ok = alive and dups == 0 and not lost and drained_ok and dropped == 0
+        # After recovery: new turns are stored again (the server recovered).
+        return {
+            "ok": ok,
+            "conversations": n,
+            "turns_answered": len(completed),
+            "turns_while_down": turns_down,
+            "captures_stored": rows,
+            "lost": len(lost),
+            "duplicated": dups,
+            "dropped_counted": dropped,
+            "drop_log_lines": len(drop_logs),
+            "drop_reasons": sorted({d.get("reason", "") for d in drop_logs}),
+            "peak_journal_backlog": int(peak["backlog"]),
+            "journal_bytes_at_peak": journal_bytes,
+            "drain_s": round(drain_s, 1),
+            "drained": drained_ok,
+            "back_at_offset_s": round(back_at - killed_at, 1),
+            "client_errors": _errors(convos),
+            "server_alive": alive,
+        }
+    finally:
+        server.stop()
+        pg.stop()
+
+
+def _pg_doc(r: Outcome) -> str:
+    down = r["turns_while_down"]
+    table = _table(
+        [
+            ("turns answered (each one's capture expected)", r["turns_answered"]),
+            ("turns answered, Postgres down", f"{down['turns']} (p50 {down['p50_ms']} ms)"),
+            ("captures stored after recovery", r["captures_stored"]),
+            ("captures lost", f"**{r['lost']}**"),
+            ("captures duplicated", f"**{r['duplicated']}**"),
+            ("peak journal backlog",
+             f"{r['peak_journal_backlog']} captures, {r['journal_bytes_at_peak']} bytes on disk"),
+            ("time to drain the journal once Postgres was back", f"**{r['drain_s']} s**"),
+            ("client errors", r["client_errors"] or "none"),
+            ("server alive", r["server_alive"]),
+        ]
+    )  # fmt: skip
+    return f"""
+**Postgres SIGKILL** ({_stamp()}; {r["conversations"]} conversations typing two turns a
+second over the voice WebSocket, simulated providers, captures in a private PostgreSQL;
+the postmaster and every backend SIGKILLed, started again {r["back_at_offset_s"]} s later
+with crash recovery; the captures matched turn by turn, by session and text). Result:
+**{"pass" if r["ok"] else "FAIL"}**.
+
+{table}
+"""
+
+
+def _journal_doc(r: Outcome) -> str:
+    down = r["turns_while_down"]
+    reasons = ", ".join(r["drop_reasons"]) or "-"
+    table = _table(
+        [
+            ("turns answered", r["turns_answered"]),
+            ("turns answered, Postgres down", f"{down['turns']} (p50 {down['p50_ms']} ms)"),
+            ("captures dropped, counted (`capture_dropped`)", r["dropped_counted"]),
+            ("log lines `captures dropped`", f"{r['drop_log_lines']} (reason: {reasons})"),
+            ("captures lost (answered, never stored)", r["lost"]),
+            ("captures duplicated", r["duplicated"]),
+            ("journal on disk at its peak", f"{r['journal_bytes_at_peak']} bytes"),
+            ("journal drained once Postgres was back, in", f"{r['drain_s']} s"),
+            ("client errors", r["client_errors"] or "none"),
+            ("server alive", r["server_alive"]),
+        ]
+    )  # fmt: skip
+    return f"""
+**Journal full** ({_stamp()}; `CAPTURE_JOURNAL_MAX_MB=1`, `CAPTURE_QUEUE_MAX=100`,
+{r["conversations"]} conversations typing five 2 KB turns a second; Postgres SIGKILLed
+for {r["back_at_offset_s"]} s, so every capture goes to the journal until it is full).
+Result: **{"pass" if r["ok"] else "FAIL"}**: every capture lost is one counted and logged
+as dropped, none is stored twice, the turns go on at their usual pace, and once Postgres
+takes writes again the journal drains and new captures are stored.
+
+{table}
+"""
+
+
+# -------------------------------------------------------------------------- workers
+async def worker_kill(work: Path, workers: int = 2, seconds: float = 45.0) -> Outcome:
+    """`--workers N` on one port, a worker SIGKILLed every 3-6 s (every other time one
+    in its first second), while the port is probed 20 times a second."""
+    server = Server(work / "server", {**SIMULATED}, args=["--workers", str(workers)])
+    server.start()
+    assert server.proc is not None
+    sup = psutil.Process(server.proc.pid)
+    answers: list[tuple[float, bool]] = []
+    done = threading.Event()
+
+    def probe() -> None:
+        while not done.is_set():
+            answers.append(
+                (time.monotonic(), http_status(server.http + "/health/ready", 1.0) == 200)
+            )
+            time.sleep(0.05)
+
+    def kids() -> set[int]:
+        with contextlib.suppress(psutil.Error):
+            return {k.pid for k in sup.children() if k.status() != psutil.STATUS_ZOMBIE}
+        return set()
+
+    rng = random.Random(7)
+    kills = early = 0
+    prober = threading.Thread(target=probe, daemon=True)
+    try:
+        await asyncio.to_thread(wait_until, lambda: len(kids()) == workers, 60)
+        prober.start()
+        end = time.monotonic() + seconds
+        young: int | None = None
+        while time.monotonic() < end:
+            if young is not None and kills % 2 == 1:
+                victim = young  # in its first second: still starting
+                await asyncio.sleep(0.5)
+                early += 1
+            else:
+                await asyncio.sleep(rng.uniform(3, 6))
+                victim = rng.choice(sorted(kids()))
+            before = kids()
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(victim, signal.SIGKILL)
+            kills += 1
+            got = await asyncio.to_thread(
+                wait_until, lambda b=before, v=victim: kids() - b - {v}, 40, 0.02
+            )
+            young = next(iter(kids() - before - {victim}), None) if got else None
+        await asyncio.to_thread(wait_until, lambda: len(kids()) == workers, 40)
+        await asyncio.to_thread(wait_until, server.ready, 40)
+        await asyncio.sleep(1)
+    finally:
+        done.set()
+        prober.join(5)
+        final = len(kids())
+        alive = server.proc.poll() is None
+        code = server.stop()
+    oks = [t for t, ok in answers if ok]
+    gaps = [b - a for a, b in itertools.pairwise(oks)]
+    restarts = len(server.log_lines("worker died; restarting"))
+    ok = alive and final == workers and restarts == kills and code == 0 and max(gaps) < 2.0
+    return {
+        "ok": ok,
+        "workers": workers,
+        "seconds": seconds,
+        "kills": kills,
+        "kills_in_first_second": early,
+        "restarts_logged": restarts,
+        "workers_at_end": final,
+        "probes": len(answers),
+        "probes_failed": len(answers) - len(oks),
+        "longest_gap_s": round(max(gaps), 3) if gaps else None,
+        "supervisor_alive": alive,
+        "exit_code_on_sigterm": code,
+    }
+
+
+def _workers_doc(r: Outcome) -> str:
+    answered = r["probes"] - r["probes_failed"]
+    table = _table(
+        [
+            ("workers restarted by the supervisor", f"{r['restarts_logged']} of {r['kills']}"),
+            ("workers running at the end", f"{r['workers_at_end']} of {r['workers']}"),
+            ("probes answered", f"{answered} of {r['probes']}"),
+            ("longest time without an answer", f"{r['longest_gap_s']} s"),
+            ("supervisor alive; its exit code on SIGTERM",
+             f"{r['supervisor_alive']}; {r['exit_code_on_sigterm']}"),
+        ]
+    )  # fmt: skip
+    return f"""
+**One worker of `--workers {r["workers"]}` SIGKILLed** ({_stamp()}; {r["kills"]} kills in
+{r["seconds"]:.0f} s, {r["kills_in_first_second"]} of them half a second after the worker
+started, before it listened; `/health/ready` probed every 50 ms). Result:
+**{"pass" if r["ok"] else "FAIL"}**. A failed probe is a connection the kernel had queued
+on the killed worker's socket (reset); the next one lands on a live worker.
+
+{table}
+"""
+
+
+# ------------------------------------------------------------------- slow provider
+async def slow_provider(work: Path, n: int = 100, seconds: float = 40.0) -> Outcome:
+    """Every LLM request to the first provider of the chain answers after 2-5 s (a
+    wire-faithful OpenAI fake); N conversations: the chain falls back to the embedded
+    coach, the loop does not stall, memory stays bounded."""
+    from tests.fakes.openai import FakeOpenAI
+
+    class SlowOpenAI(FakeOpenAI):
+        @property  # type: ignore[override]
+        def first_delay(self) -> float:
+            return random.uniform(2.0, 5.0)
+
+        @first_delay.setter
+        def first_delay(self, value: float) -> None:
+            pass
+
+    fake = await SlowOpenAI().start()
+    server = Server(
+        work / "server",
+        {
+            "STT_PROVIDERS": "simulated",
+            "TTS_PROVIDERS": "simulated",
+            "LLM_PROVIDERS": "openai,local",
+            "OPENAI_API_KEY": fake.api_key,
+            "OPENAI_BASE_URL": fake.base_url + "/v1",
+        },
+    )
+    try:
+        await asyncio.to_thread(server.start)
+        pid = server.proc.pid if server.proc else 0
+        proc = psutil.Process(pid)
+        rss0 = proc.memory_info().rss
+        run = uuid.uuid4().hex[:6]
+        convos = [
+            Conversation(server.ws, f"slow-{run}-{i}", topic_name(i), gap_s=1.0, turn_timeout_s=30)
+            for i in range(n)
+        ]
+        tasks = await _converse(convos)
+        lags: list[float] = []
+        rss: list[int] = []
+        t0 = time.time()
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            await asyncio.sleep(2)
+            with contextlib.suppress(Exception):
+                sysm = await asyncio.to_thread(server.admin, "/admin/api/metrics/system")
+                lags.append(sysm["event_loop_lag"]["max_ms"] or 0.0)
+                rss.append(proc.memory_info().rss)
+        await _finish(convos, tasks)
+        m = await asyncio.to_thread(server.admin, "/admin/api/metrics")
+        stats = _turn_stats(convos, t0, time.time())
+        half = len(rss) // 2
+        growth = (max(rss[half:]) - max(rss[:half])) / max(1, max(rss[:half])) if half else 0.0
+        ok = (
+            stats["turns"] >= n
+            and m["providers"]["fallbacks"] > 0
+            and max(lags) < 500
+            and growth < 0.10
+            and server.proc is not None
+            and server.proc.poll() is None
+        )
+        return {
+            "ok": ok,
+            "conversations": n,
+            "seconds": seconds,
+            "turns": stats,
+            "fallbacks": m["providers"]["fallbacks"],
+            "provider_errors": m["providers"]["errors"],
+            "slow_requests": fake.count("/v1/chat/completions"),
+            "loop_lag_max_ms": round(max(lags), 1) if lags else None,
+            "rss_start_mb": round(rss0 / 2**20, 1),
+            "rss_end_mb": round(rss[-1] / 2**20, 1) if rss else None,
+            "rss_growth_second_half": round(growth * 100, 1),
+            "client_errors": _errors(convos),
+        }
+    finally:
+        server.stop()
+        await fake.stop()
+
+
+def _slow_doc(r: Outcome) -> str:
+    t = r["turns"]
+    table = _table(
+        [
+            ("turns answered; p50 / max (ms)", f"{t['turns']}; {t['p50_ms']} / {t['max_ms']}"),
+            ("fallbacks to the embedded coach", r["fallbacks"]),
+            ("provider errors counted", r["provider_errors"]),
+            ("requests that reached the slow provider", r["slow_requests"]),
+            ("event-loop lag, worst", f"{r['loop_lag_max_ms']} ms"),
+            ("RSS start / end", f"{r['rss_start_mb']} / {r['rss_end_mb']} MB"),
+            ("RSS peak, second half over first half", f"{r['rss_growth_second_half']} %"),
+            ("client errors", r["client_errors"] or "none"),
+        ]
+    )  # fmt: skip
+    return f"""
+**A slow provider** ({_stamp()}; `LLM_PROVIDERS=openai,local`, the OpenAI endpoint being
+the wire-faithful fake of tests/fakes answering every request after 2-5 s, uniform;
+{r["conversations"]} conversations typing a turn a second for {r["seconds"]:.0f} s).
+Result: **{"pass" if r["ok"] else "FAIL"}**.
+
+{table}
+"""
+
+
+# ----------------------------------------------------------------- the scenarios
+SCENARIOS: dict[str, tuple[Callable[[Path], Awaitable[Outcome]], Callable[[Outcome], str]]] = {
+    "workers": (worker_kill, _workers_doc),
+    "redis-restart": (
+        lambda w: redis_fault(w, empty=False),
+        lambda r: _redis_doc("Redis restarted (data kept)", r, empty=False),
+    ),
+    "redis-empty": (
+        lambda w: redis_fault(w, empty=True),
+        lambda r: _redis_doc("Redis killed and started empty", r, empty=True),
+    ),
+    "postgres-kill": (postgres_kill, _pg_doc),
+    "journal-full": (lambda w: postgres_kill(w, n=50, journal_mb=1), _journal_doc),
+    "slow-provider": (slow_provider, _slow_doc),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m loadtest.chaos", description=__doc__)
+    p.add_argument("scenarios", nargs="*", help=f"default: all of {', '.join(SCENARIOS)}")
+    p.add_argument("--no-doc", action="store_true", help="print, do not write the doc")
+    args = p.parse_args(argv)
+    names = args.scenarios or list(SCENARIOS)
+    failed = []
+    for name in names:
+        run, doc = SCENARIOS[name]
+        t0 = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix=f"lva-chaos-{name}-") as tmp:
+            try:
+                outcome = asyncio.run(run(Path(tmp)))
+            except Exception as exc:  # a scenario that cannot run is a failure, not a crash
+                outcome = {"ok": False, "error": repr(exc)[:2000]}
+        outcome["wall_s"] = round(time.monotonic() - t0, 1)
+        print(name, outcome, flush=True)
+        if not outcome["ok"]:
+            failed.append(name)
+        if not args.no_doc and "error" not in outcome:
+            write_section(f"chaos:{name}", doc(outcome) + f"\nRun took {outcome['wall_s']} s.")
+    print("FAILED: " + ", ".join(failed) if failed else "all scenarios kept their promise")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
