@@ -19,6 +19,7 @@ import itertools
 import os
 import random
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -39,7 +40,9 @@ from loadtest.chaoskit import (
     context_report,
     dir_bytes,
     http_status,
+    linked_phrase,
     topic_name,
+    turn_phrase,
     wait_until,
     write_section,
 )
@@ -556,6 +559,342 @@ Result: **{"pass" if r["ok"] else "FAIL"}**.
 """
 
 
+# -------------------------------------------------------------------- slow clients
+class LossyProxy:
+    """A TCP proxy on loopback for a slow, lossy link: what the server sends reaches the
+    client at `rate` bytes/s, each chunk `delay` s late (uniform), and one chunk in
+    `loss_every` waits a further second, as a lost segment waits for its retransmission."""
+
+    def __init__(self, upstream: int, rate: float = 48_000, delay=(0.05, 0.25), loss_every=20):
+        self.upstream, self.rate, self.delay, self.loss_every = upstream, rate, delay, loss_every
+        self.port = 0
+        self._server: asyncio.base_events.Server | None = None
+        self.rng = random.Random(3)
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+
+    async def _serve(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
+        try:
+            sr, sw = await asyncio.open_connection("127.0.0.1", self.upstream)
+        except OSError:
+            cw.close()
+            return
+        up = asyncio.create_task(self._pump(cr, sw, slow=False))
+        down = asyncio.create_task(self._pump(sr, cw, slow=True))
+        await asyncio.wait([up, down], return_when=asyncio.FIRST_COMPLETED)
+        for t in (up, down):
+            t.cancel()
+        for w in (sw, cw):
+            w.close()
+
+    async def _pump(self, r: asyncio.StreamReader, w: asyncio.StreamWriter, slow: bool) -> None:
+        with contextlib.suppress(Exception):
+            while data := await r.read(4096):
+                if slow:
+                    wait = self.rng.uniform(*self.delay) + len(data) / self.rate
+                    if self.rng.randrange(self.loss_every) == 0:
+                        wait += 1.0
+                    await asyncio.sleep(wait)
+                w.write(data)
+                await w.drain()
+
+
+async def _non_reader(port: int, sid: str, seconds: float) -> dict[str, Any]:
+    """Opens the voice WebSocket with a 4 KB receive buffer, asks for spoken replies and
+    never reads: the server's send queue toward it can only fill."""
+    import base64
+    import json as _json
+
+    from loadtest.wire import masked_frame
+
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await loop.sock_connect(sock, ("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    head = (
+        f"GET /ws/{sid} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    await loop.sock_sendall(sock, head.encode())
+    await loop.sock_sendall(sock, masked_frame(1, _json.dumps({"type": "start"}).encode()))
+    t0 = time.monotonic()
+    closed_after = None
+    k = 0
+    while time.monotonic() - t0 < seconds:
+        try:
+            text = _json.dumps({"type": "text", "text": f"Tell me a long story number {k}"})
+            await asyncio.wait_for(loop.sock_sendall(sock, masked_frame(1, text.encode())), 2)
+        except (OSError, TimeoutError):
+            closed_after = time.monotonic() - t0  # reset by the server
+            break
+        k += 1
+        await asyncio.sleep(1.0)
+    # Now read what is left: the server's close frame (4408) if it got through, or EOF.
+    code = None
+    with contextlib.suppress(Exception):
+        data = b""
+        async with asyncio.timeout(3):
+            while chunk := await loop.sock_recv(sock, 65536):
+                data += chunk
+        idx = data.rfind(b"\x88\x02")  # an unmasked close frame with a 2-byte code
+        if idx >= 0:
+            code = int.from_bytes(data[idx + 2 : idx + 4], "big")
+    sock.close()
+    return {"closed_after_s": closed_after, "close_code": code, "turns_sent": k}
+
+
+async def slow_clients(work: Path, normal: int = 40, stalled: int = 10, lossy: int = 10) -> Outcome:
+    """`normal` conversations, then `stalled` clients that never read and `lossy` ones on
+    a slow lossy link join: bounded queues hold, the stalled ones are closed 4408 as
+    docs/protocol.md says, the slow ones go on, and the normal ones do not notice."""
+    server = Server(work / "server", {**SIMULATED})
+    proxy = None
+    try:
+        await asyncio.to_thread(server.start)
+        assert server.proc is not None
+        proc = psutil.Process(server.proc.pid)
+        run = uuid.uuid4().hex[:6]
+        convos = [
+            Conversation(server.ws, f"norm-{run}-{i}", topic_name(i), gap_s=1.0)
+            for i in range(normal)
+        ]
+        tasks = await _converse(convos)
+        await asyncio.sleep(12)
+        t_join = time.time()
+        rss_before = proc.memory_info().rss
+        proxy = LossyProxy(server.port)
+        await proxy.start()
+        slow = [
+            Conversation(f"ws://127.0.0.1:{proxy.port}", f"lossy-{run}-{i}", topic_name(100 + i),
+                         gap_s=1.0, tts=True, turn_timeout_s=60)
+            for i in range(lossy)
+        ]  # fmt: skip
+        slow_tasks = await _converse(slow)
+        stalled_runs = [
+            asyncio.create_task(_non_reader(server.port, f"stall-{run}-{i}", 35.0))
+            for i in range(stalled)
+        ]
+        rss_peak = rss_before
+        while not all(t.done() for t in stalled_runs):
+            await asyncio.sleep(1)
+            rss_peak = max(rss_peak, proc.memory_info().rss)
+        stalled_out = [t.result() for t in stalled_runs]
+        t_end = time.time()
+        await _finish(convos + slow, tasks + slow_tasks)
+        closes = server.log_lines("client not reading")
+        alive = server.proc.poll() is None
+        base = _turn_stats(convos, t_join - 10, t_join)
+        during = _turn_stats(convos, t_join, t_end)
+        slow_stats = _turn_stats(slow, t_join, t_end)
+        closed = [s for s in stalled_out if s["close_code"] == 4408 or s["closed_after_s"]]
+        ok = (
+            alive
+            and len(closes) >= stalled
+            and len(closed) == stalled
+            and slow_stats["turns"] >= lossy * 5
+            and during["turns"] >= normal * 15
+            and (during["p50_ms"] or 0) <= 3 * max(1, base["p50_ms"] or 1) + 50
+            and not _errors(convos)
+        )
+        return {
+            "ok": ok,
+            "normal": normal,
+            "stalled": stalled,
+            "lossy": lossy,
+            "normal_before": base,
+            "normal_during": during,
+            "normal_errors": _errors(convos),
+            "lossy_turns": slow_stats,
+            "lossy_errors": _errors(slow),
+            "lossy_reconnects": sum(c.reconnects for c in slow),
+            "stalled_closed_4408_logged": len(closes),
+            "stalled_dropped_events": sum(int(c.get("dropped_events", 0)) for c in closes),
+            "stalled_close_codes": sorted({str(s["close_code"]) for s in stalled_out}),
+            "rss_before_mb": round(rss_before / 2**20, 1),
+            "rss_peak_mb": round(rss_peak / 2**20, 1),
+            "server_alive": alive,
+        }
+    finally:
+        if proxy is not None:
+            await proxy.stop()
+        server.stop()
+
+
+def _clients_doc(r: Outcome) -> str:
+    b, d, s = r["normal_before"], r["normal_during"], r["lossy_turns"]
+    table = _table(
+        [
+            ("normal turn time p50 / max, before (ms)", f"{b['p50_ms']} / {b['max_ms']}"),
+            ("normal turn time p50 / max, while the others ran (ms)",
+             f"{d['p50_ms']} / {d['max_ms']}"),
+            ("normal turns answered while the others ran, errors",
+             f"{d['turns']}, {r['normal_errors'] or 'none'}"),
+            ("non-readers closed `4408 client not reading` (server log)",
+             f"{r['stalled_closed_4408_logged']} of {r['stalled']}"),
+            ("events dropped from their queues (logged)", r["stalled_dropped_events"]),
+            ("close codes the non-readers found", ", ".join(r["stalled_close_codes"])),
+            ("lossy-link turns answered; p50 / max (ms)",
+             f"{s['turns']}; {s['p50_ms']} / {s['max_ms']}"),
+            ("lossy-link errors, reconnects",
+             f"{r['lossy_errors'] or 'none'}, {r['lossy_reconnects']}"),
+            ("server RSS before / peak", f"{r['rss_before_mb']} / {r['rss_peak_mb']} MB"),
+        ]
+    )  # fmt: skip
+    return f"""
+**Clients that stop reading, and clients on a slow lossy link** ({_stamp()};
+{r["normal"]} conversations typing a turn a second; then {r["stalled"]} clients with a 4 KB
+receive buffer asking for spoken replies and never reading, and {r["lossy"]} conversations
+with spoken replies through a loopback proxy that delivers 48 KB/s, each chunk 50-250 ms
+late and one in twenty a second later still). Result: **{"pass" if r["ok"] else "FAIL"}**.
+The non-readers' bounded send queues fill, the watchdog closes them 4408 as
+docs/protocol.md says (10 s without progress, checked every 5 s), the lossy ones go on
+(slower), and the normal conversations keep their pace.
+
+{table}
+"""
+
+
+# ------------------------------------------------------------------ instance kill
+async def instance_kill(work: Path, n: int = 50) -> Outcome:
+    """Instances A and B share a private Redis, Postgres and journal directory. Postgres
+    is SIGKILLed, so both journal every capture; A is SIGKILLed with its journal full of
+    them; its callers reconnect to B and keep their context. Postgres comes back, and a
+    new instance started in A's place adopts A's orphaned journal slot and drains it:
+    every answered turn stored exactly once."""
+    redis = PrivateRedis(work)
+    redis.start()
+    pg = PrivatePostgres(work)
+    pg.start()
+    journal = work / "journal"
+    env = {
+        **SIMULATED,
+        "LLM_PROVIDERS": "local",
+        "CONTEXT_MAX_EXCHANGES": "11",
+        "REDIS_URL": redis.url,
+        "REDIS_KEY_PREFIX": "chaos:",
+        "DATABASE_URL": pg.dsn,
+        "CAPTURE_JOURNAL_DIR": str(journal),
+    }
+    a = Server(work / "a", env)
+    b = Server(work / "b", env)
+    a2: Server | None = None
+    try:
+        await asyncio.to_thread(a.start)
+        await asyncio.to_thread(b.start)
+        run = uuid.uuid4().hex[:6]
+        prefix = f"inst-{run}-"
+        convos = [
+            Conversation(
+                (a if i % 2 == 0 else b).ws, f"{prefix}{i}", topic_name(i), gap_s=1.0,
+                others=((b if i % 2 == 0 else a).ws,),
+            )
+            for i in range(n)
+        ]  # fmt: skip
+        tasks = await _converse(convos)
+        await asyncio.sleep(8)
+        await asyncio.to_thread(pg.kill)
+        await asyncio.sleep(8)  # both instances journal
+        a_backlog = (await asyncio.to_thread(a.admin, "/admin/api/metrics"))["capture"][
+            "capture_journal_backlog"
+        ]
+        killed_at = time.time()
+        a.kill()
+        await asyncio.sleep(12)  # A's callers are on B now
+        await asyncio.to_thread(pg.start)
+        pg_back = time.monotonic()
+        await asyncio.sleep(4)
+        await _finish(convos, tasks)
+        a2 = Server(work / "a2", env)
+        await asyncio.to_thread(a2.start)
+
+        def settled() -> bool:
+            return all(
+                s.admin("/admin/api/metrics")["capture"]["capture_journal_backlog"] == 0
+                for s in (b, a2)
+            )
+
+        drained = await asyncio.to_thread(wait_until, settled, 60, 0.2)
+        drain_s = time.monotonic() - pg_back
+        await asyncio.sleep(2)
+        left = sorted(p.name for p in journal.rglob("*") if p.is_file() and p.stat().st_size)
+        completed = _completed(convos)
+        rows, stored, dups = await _captures(pg, prefix)
+        lost = completed - stored
+        moved = [c for c in convos if c.reconnects]
+        kept = fresh = 0
+        for c in moved:
+            first = next((t for t in c.turns if t["at"] > killed_at and t["k"] > 0), None)
+            if first is None:
+                continue
+            prev = max((t["k"] for t in c.turns if t["at"] < killed_at), default=-1)
+            # The turn in flight at the kill may have been remembered without its reply.
+            link = linked_phrase(first["reply"])
+            ok_link = link in (turn_phrase(c.topic, prev), turn_phrase(c.topic, prev + 1))
+            kept += ok_link
+            fresh += not ok_link
+        ok = drained and not lost and dups == 0 and kept >= 0.9 * len(moved) and a_backlog > 0
+        return {
+            "ok": ok,
+            "conversations": n,
+            "moved_to_b": len(moved),
+            "moved_kept_context": kept,
+            "moved_lost_context": fresh,
+            "a_journal_backlog_at_kill": int(a_backlog),
+            "turns_answered": len(completed),
+            "captures_stored": rows,
+            "lost": len(lost),
+            "duplicated": dups,
+            "drained": drained,
+            "drain_s_after_pg_back": round(drain_s, 1),
+            "journal_files_left": left,
+            "client_errors": _errors(convos),
+        }
+    finally:
+        for s in (a, b, a2):
+            if s is not None:
+                s.stop()
+        pg.stop()
+        redis.kill()
+
+
+def _instance_doc(r: Outcome) -> str:
+    table = _table(
+        [
+            ("callers of A reconnected to B", r["moved_to_b"]),
+            ("their first reply on B linking to their last turn on A",
+             f"{r['moved_kept_context']} of {r['moved_to_b']}"),
+            ("captures in A's journal when it was killed", r["a_journal_backlog_at_kill"]),
+            ("turns answered (each one's capture expected)", r["turns_answered"]),
+            ("captures stored", r["captures_stored"]),
+            ("captures lost", f"**{r['lost']}**"),
+            ("captures duplicated", f"**{r['duplicated']}**"),
+            ("journals drained (B's own, A's by its replacement), after Postgres came back",
+             f"{r['drain_s_after_pg_back']} s"),
+            ("journal files left", len(r["journal_files_left"])),
+            ("client errors", r["client_errors"] or "none"),
+        ]
+    )  # fmt: skip
+    return f"""
+**One of two instances SIGKILLed** ({_stamp()}; instances A and B share a private Redis,
+a private Postgres and one journal directory; {r["conversations"]} conversations, half on
+each; Postgres SIGKILLed so both journal every capture, then A SIGKILLed; A's callers
+reconnect to B; Postgres started again, then a new instance in A's place, which adopts
+A's orphaned journal slot). Result: **{"pass" if r["ok"] else "FAIL"}**.
+
+{table}
+"""
+
+
 # ----------------------------------------------------------------- the scenarios
 SCENARIOS: dict[str, tuple[Callable[[Path], Awaitable[Outcome]], Callable[[Outcome], str]]] = {
     "workers": (worker_kill, _workers_doc),
@@ -570,6 +909,8 @@ SCENARIOS: dict[str, tuple[Callable[[Path], Awaitable[Outcome]], Callable[[Outco
     "postgres-kill": (postgres_kill, _pg_doc),
     "journal-full": (lambda w: postgres_kill(w, n=50, journal_mb=1), _journal_doc),
     "slow-provider": (slow_provider, _slow_doc),
+    "slow-clients": (slow_clients, _clients_doc),
+    "instance-kill": (instance_kill, _instance_doc),
 }
 
 

@@ -336,6 +336,9 @@ class Conversation:
     gap_s: float = 1.0
     turn_timeout_s: float = 15.0
     pad: str = ""
+    tts: bool = False
+    #: Where to reconnect when the connection drops (a load balancer's other instances).
+    others: tuple[str, ...] = ()
     turns: list[dict[str, Any]] = field(default_factory=list)
     reconnects: int = 0
     errors: dict[str, int] = field(default_factory=dict)
@@ -358,13 +361,21 @@ class Conversation:
                 ) as ws:
                     async with asyncio.timeout(10):
                         assert json.loads(await ws.recv())["type"] == "ready"
-                    await ws.send(json.dumps({"type": "start", "tts": False}))
+                    await ws.send(json.dumps({"type": "start", "tts": self.tts}))
                     while not self.stop:
                         t0 = time.monotonic()
                         await ws.send(json.dumps({"type": "text", "text": self.text(k)}))
                         reply = await self._reply(ws)
                         ms = (time.monotonic() - t0) * 1000
-                        self.turns.append({"k": k, "at": time.time(), "ms": ms, "reply": reply})
+                        self.turns.append(
+                            {
+                                "k": k,
+                                "at": time.time(),
+                                "ms": ms,
+                                "reply": reply,
+                                "ws": self.base_ws,
+                            }
+                        )
                         k += 1
                         await asyncio.sleep(self.gap_s)
             except asyncio.CancelledError:
@@ -374,20 +385,25 @@ class Conversation:
                 if self.stop:
                     return
                 self.reconnects += 1
+                if self.others:
+                    self.others, self.base_ws = (*self.others[1:], self.base_ws), self.others[0]
                 k += 1  # the turn in flight may have been answered: never repeat a text
                 await asyncio.sleep(0.5)
 
     async def _reply(self, ws) -> str:
         async with asyncio.timeout(self.turn_timeout_s):
             while True:
-                msg = json.loads(await ws.recv())
+                raw = await ws.recv()
+                if isinstance(raw, bytes):
+                    continue  # reply audio
+                msg = json.loads(raw)
                 if msg["type"] == "response_done":
                     return str(msg["text"])
                 if msg["type"] == "error":
                     self._error(f"error:{msg.get('code')}")
 
 
-def _links(reply: str) -> str | None:
+def linked_phrase(reply: str) -> str | None:
     """What the coach's reply says was mentioned earlier (None if it links nothing)."""
     marker = ", which you mentioned earlier"
     if marker not in reply:
@@ -403,7 +419,7 @@ def context_report(convos: Sequence[Conversation], fault: float, back: float) ->
     kept = fresh = wrong = linked_before = turns_before = 0
     for c in convos:
         for t in c.turns:
-            link = _links(t["reply"])
+            link = linked_phrase(t["reply"])
             if link and c.topic not in link and any(x in link for x in topics):
                 wrong += 1
             if t["at"] < fault and t["k"] > 0:
@@ -412,7 +428,7 @@ def context_report(convos: Sequence[Conversation], fault: float, back: float) ->
         first = next((t for t in c.turns if t["at"] > back and t["k"] > 0), None)
         if first is None:
             continue
-        if _links(first["reply"]) == turn_phrase(c.topic, first["k"] - 1):
+        if linked_phrase(first["reply"]) == turn_phrase(c.topic, first["k"] - 1):
             kept += 1
         else:
             fresh += 1
