@@ -720,6 +720,9 @@ async def slow_clients(work: Path, normal: int = 40, stalled: int = 10, lossy: i
             "stalled_closed_4408_logged": len(closes),
             "stalled_dropped_events": sum(int(c.get("dropped_events", 0)) for c in closes),
             "stalled_close_codes": sorted({str(s["close_code"]) for s in stalled_out}),
+            "stalled_reset_after_s": sorted(
+                round(s["closed_after_s"]) for s in stalled_out if s["closed_after_s"]
+            ),
             "rss_before_mb": round(rss_before / 2**20, 1),
             "rss_peak_mb": round(rss_peak / 2**20, 1),
             "server_alive": alive,
@@ -742,7 +745,10 @@ def _clients_doc(r: Outcome) -> str:
             ("non-readers closed `4408 client not reading` (server log)",
              f"{r['stalled_closed_4408_logged']} of {r['stalled']}"),
             ("events dropped from their queues (logged)", r["stalled_dropped_events"]),
-            ("close codes the non-readers found", ", ".join(r["stalled_close_codes"])),
+            ("close frames the non-readers found (None: the frame could not get through)",
+             ", ".join(r["stalled_close_codes"])),
+            ("non-readers' connection reset after (s, each)",
+             ", ".join(map(str, r["stalled_reset_after_s"])) or "-"),
             ("lossy-link turns answered; p50 / max (ms)",
              f"{s['turns']}; {s['p50_ms']} / {s['max_ms']}"),
             ("lossy-link errors, reconnects",
@@ -784,6 +790,7 @@ async def instance_kill(work: Path, n: int = 50) -> Outcome:
         "REDIS_KEY_PREFIX": "chaos:",
         "DATABASE_URL": pg.dsn,
         "CAPTURE_JOURNAL_DIR": str(journal),
+        "AUTH_SECRET": uuid.uuid4().hex * 2,  # one learner, whichever instance answers
     }
     a = Server(work / "a", env)
     b = Server(work / "b", env)
@@ -812,6 +819,7 @@ async def instance_kill(work: Path, n: int = 50) -> Outcome:
         await asyncio.sleep(12)  # A's callers are on B now
         await asyncio.to_thread(pg.start)
         pg_back = time.monotonic()
+        pg_back_after = time.time() - killed_at
         await asyncio.sleep(4)
         await _finish(convos, tasks)
         a2 = Server(work / "a2", env)
@@ -832,10 +840,12 @@ async def instance_kill(work: Path, n: int = 50) -> Outcome:
         lost = completed - stored
         moved = [c for c in convos if c.reconnects]
         kept = fresh = 0
+        resumed: list[float] = []
         for c in moved:
             first = next((t for t in c.turns if t["at"] > killed_at and t["k"] > 0), None)
             if first is None:
                 continue
+            resumed.append(first["at"] - killed_at)
             prev = max((t["k"] for t in c.turns if t["at"] < killed_at), default=-1)
             # The turn in flight at the kill may have been remembered without its reply.
             link = linked_phrase(first["reply"])
@@ -849,6 +859,10 @@ async def instance_kill(work: Path, n: int = 50) -> Outcome:
             "moved_to_b": len(moved),
             "moved_kept_context": kept,
             "moved_lost_context": fresh,
+            "pg_back_after_kill_s": round(pg_back_after, 1),
+            "resumed_after_s": [round(min(resumed), 1), round(max(resumed), 1)]
+            if resumed
+            else None,
             "a_journal_backlog_at_kill": int(a_backlog),
             "turns_answered": len(completed),
             "captures_stored": rows,
@@ -871,6 +885,9 @@ def _instance_doc(r: Outcome) -> str:
     table = _table(
         [
             ("callers of A reconnected to B", r["moved_to_b"]),
+            ("their first turn answered on B, after A's kill (min / max)",
+             " / ".join(f"{x} s" for x in r["resumed_after_s"] or [])),
+            ("Postgres back, after A's kill", f"{r['pg_back_after_kill_s']} s"),
             ("their first reply on B linking to their last turn on A",
              f"{r['moved_kept_context']} of {r['moved_to_b']}"),
             ("captures in A's journal when it was killed", r["a_journal_backlog_at_kill"]),
@@ -881,7 +898,6 @@ def _instance_doc(r: Outcome) -> str:
             ("journals drained (B's own, A's by its replacement), after Postgres came back",
              f"{r['drain_s_after_pg_back']} s"),
             ("journal files left", len(r["journal_files_left"])),
-            ("client errors", r["client_errors"] or "none"),
         ]
     )  # fmt: skip
     return f"""
@@ -889,7 +905,11 @@ def _instance_doc(r: Outcome) -> str:
 a private Postgres and one journal directory; {r["conversations"]} conversations, half on
 each; Postgres SIGKILLed so both journal every capture, then A SIGKILLed; A's callers
 reconnect to B; Postgres started again, then a new instance in A's place, which adopts
-A's orphaned journal slot). Result: **{"pass" if r["ok"] else "FAIL"}**.
+A's orphaned journal slot). Result: **{"pass" if r["ok"] else "FAIL"}**. While Postgres
+was down, B refused A's callers with `storage_unavailable` (close 4503, as
+docs/protocol.md says: a session with context whose owner cannot be checked); they kept
+retrying and resumed, with their context from Redis, as soon as Postgres was back. Client
+errors counted along the way: {r["client_errors"] or "none"}.
 
 {table}
 """

@@ -339,6 +339,9 @@ class Conversation:
     tts: bool = False
     #: Where to reconnect when the connection drops (a load balancer's other instances).
     others: tuple[str, ...] = ()
+    #: The learner's credential, from the `ready` answering `start`: a reconnect proves it is the
+    #: same learner (without it, a new anonymous learner would be refused the session).
+    token: str | None = None
     turns: list[dict[str, Any]] = field(default_factory=list)
     reconnects: int = 0
     errors: dict[str, int] = field(default_factory=dict)
@@ -356,11 +359,15 @@ class Conversation:
         k = 0
         while not self.stop:
             try:
+                query = f"?token={self.token}" if self.token else ""
                 async with websockets.connect(
-                    f"{self.base_ws}/ws/{self.sid}", open_timeout=10, close_timeout=2
+                    f"{self.base_ws}/ws/{self.sid}{query}", open_timeout=10, close_timeout=2
                 ) as ws:
                     async with asyncio.timeout(10):
-                        assert json.loads(await ws.recv())["type"] == "ready"
+                        ready = json.loads(await ws.recv())
+                    if ready.get("type") == "error":
+                        raise RuntimeError(f"error:{ready.get('code')}")
+                    assert ready["type"] == "ready", ready
                     await ws.send(json.dumps({"type": "start", "tts": self.tts}))
                     while not self.stop:
                         t0 = time.monotonic()
@@ -381,7 +388,7 @@ class Conversation:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self._error(type(exc).__name__)
+                self._error(str(exc) if str(exc).startswith("error:") else type(exc).__name__)
                 if self.stop:
                     return
                 self.reconnects += 1
@@ -397,6 +404,7 @@ class Conversation:
                 if isinstance(raw, bytes):
                     continue  # reply audio
                 msg = json.loads(raw)
+                self.token = msg.get("learner_token") or self.token  # in `ready` after `start`
                 if msg["type"] == "response_done":
                     return str(msg["text"])
                 if msg["type"] == "error":
