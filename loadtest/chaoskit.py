@@ -420,23 +420,27 @@ def linked_phrase(reply: str) -> str | None:
 
 
 def context_report(convos: Sequence[Conversation], fault: float, back: float) -> dict[str, Any]:
-    """Per conversation, the first turn answered after the fault was over: did it link to
-    the turn before it (context kept)? Over every turn: did any reply link to another
-    conversation's topic (a wrong context)?"""
+    """Per conversation: did one of its first two replies after the fault link back to a
+    turn answered before it (the context survived)? Over every turn: did any reply link
+    to another conversation's topic (a wrong context)? `back` (when the store answered
+    again) is reported only: a turn answered before it may already see the new store."""
     topics = {c.topic for c in convos}
     kept = fresh = wrong = linked_before = turns_before = 0
     for c in convos:
+        before = set()
         for t in c.turns:
             link = linked_phrase(t["reply"])
             if link and c.topic not in link and any(x in link for x in topics):
                 wrong += 1
-            if t["at"] < fault and t["k"] > 0:
-                turns_before += 1
-                linked_before += link == turn_phrase(c.topic, t["k"] - 1)
-        first = next((t for t in c.turns if t["at"] > back and t["k"] > 0), None)
-        if first is None:
+            if t["at"] < fault:
+                before.add(turn_phrase(c.topic, t["k"]))
+                if t["k"] > 0:
+                    turns_before += 1
+                    linked_before += link == turn_phrase(c.topic, t["k"] - 1)
+        after = [t for t in c.turns if t["at"] >= fault and t["k"] > 0][:2]
+        if not after:
             continue
-        if linked_phrase(first["reply"]) == turn_phrase(c.topic, first["k"] - 1):
+        if any(linked_phrase(t["reply"]) in before for t in after):
             kept += 1
         else:
             fresh += 1
