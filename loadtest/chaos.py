@@ -272,7 +272,14 @@ async def postgres_kill(work: Path, n: int = 50, journal_mb: int | None = None) 
         drop_logs = server.log_lines("captures dropped")
         alive = server.proc is not None and server.proc.poll() is None
         if journal_mb:
-            ok = alive and dups == 0 and dropped > 0 and len(lost) <= dropped and drained_ok
+            ok = (
+                alive
+                and dups == 0
+                and dropped > 0
+                and len(lost) <= dropped
+                and sum(int(d.get("count", 0)) for d in drop_logs) == dropped
+                and drained_ok
+            )
         else:
             ok = alive and dups == 0 and not lost and drained_ok and dropped == 0
         # After recovery: new turns are stored again (the server recovered).
@@ -286,6 +293,7 @@ async def postgres_kill(work: Path, n: int = 50, journal_mb: int | None = None) 
             "duplicated": dups,
             "dropped_counted": dropped,
             "drop_log_lines": len(drop_logs),
+            "drop_logged_count": sum(int(d.get("count", 0)) for d in drop_logs),
             "drop_reasons": sorted({d.get("reason", "") for d in drop_logs}),
             "peak_journal_backlog": int(peak["backlog"]),
             "journal_bytes_at_peak": journal_bytes,
@@ -335,7 +343,8 @@ def _journal_doc(r: Outcome) -> str:
             ("turns answered", r["turns_answered"]),
             ("turns answered, Postgres down", f"{down['turns']} (p50 {down['p50_ms']} ms)"),
             ("captures dropped, counted (`capture_dropped`)", r["dropped_counted"]),
-            ("log lines `captures dropped`", f"{r['drop_log_lines']} (reason: {reasons})"),
+            ("log lines `captures dropped` (their counts add up to)",
+             f"{r['drop_log_lines']} ({r['drop_logged_count']}; reason: {reasons})"),
             ("captures lost (answered, never stored)", r["lost"]),
             ("captures duplicated", r["duplicated"]),
             ("journal on disk at its peak", f"{r['journal_bytes_at_peak']} bytes"),
