@@ -209,7 +209,27 @@ def _completed(convos: list[Conversation]) -> set[tuple[str, str]]:
     return {(c.sid, c.text(t["k"])) for c in convos for t in c.turns}
 
 
-async def postgres_kill(work: Path, n: int = 50, journal_mb: int | None = None) -> Outcome:
+def _mount_small_fs(path: Path, size_kb: int) -> None:
+    """A tmpfs of `size_kb` at `path` (needs root): a disk that really fills (ENOSPC)."""
+    import subprocess
+
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(path)],
+        check=True,
+        capture_output=True,
+    )
+
+
+def _unmount(path: Path) -> None:
+    import subprocess
+
+    subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+async def postgres_kill(
+    work: Path, n: int = 50, journal_mb: int | None = None, small_fs_kb: int | None = None
+) -> Outcome:
     """N conversations writing captures to a private Postgres, SIGKILLed for 20 s and
     started again: every answered turn's capture is stored exactly once, and the journal
     drains. With `journal_mb`, the journal's size limit is small enough to fill."""
@@ -219,13 +239,19 @@ async def postgres_kill(work: Path, n: int = 50, journal_mb: int | None = None) 
     if journal_mb:
         env["CAPTURE_JOURNAL_MAX_MB"] = str(journal_mb)
         env["CAPTURE_QUEUE_MAX"] = "100"
+    small_fs = work / "small-disk"
+    if small_fs_kb:
+        _mount_small_fs(small_fs, small_fs_kb)
+        env["CAPTURE_JOURNAL_DIR"] = str(small_fs / "journal")
+        env["CAPTURE_QUEUE_MAX"] = "100"
     server = Server(work / "server", env)
     try:
         server.start()
         run = uuid.uuid4().hex[:6]
         prefix = f"chaos-{run}-"
-        pad = (" " + "x" * 50) * 40 if journal_mb else ""  # 2 KB turns fill a journal
-        gap = 0.2 if journal_mb else 0.5
+        full = bool(journal_mb or small_fs_kb)
+        pad = (" " + "x" * 50) * 40 if full else ""  # 2 KB turns fill a journal
+        gap = 0.2 if full else 0.5
         convos = [
             Conversation(server.ws, f"{prefix}{i}", topic_name(i), gap_s=gap, pad=pad)
             for i in range(n)
@@ -241,9 +267,8 @@ async def postgres_kill(work: Path, n: int = 50, journal_mb: int | None = None) 
                 cap = (await asyncio.to_thread(server.admin, "/admin/api/metrics"))["capture"]
                 peak["backlog"] = max(peak["backlog"], cap["capture_journal_backlog"])
                 peak["dropped"] = max(peak["dropped"], cap["capture_dropped"])
-        journal_bytes = (
-            dir_bytes(server.work / "journal") if (server.work / "journal").exists() else None
-        )
+        jdir = small_fs / "journal" if small_fs_kb else server.work / "journal"
+        journal_bytes = dir_bytes(jdir) if jdir.exists() else None
         turns_down = _turn_stats(convos, killed_at, time.time())
         await asyncio.to_thread(pg.start)
         back = time.monotonic()
@@ -269,9 +294,10 @@ async def postgres_kill(work: Path, n: int = 50, journal_mb: int | None = None) 
         completed = _completed(convos)
         rows, stored, dups = await _captures(pg, prefix)
         lost = completed - stored
-        drop_logs = server.log_lines("captures dropped")
         alive = server.proc is not None and server.proc.poll() is None
-        if journal_mb:
+        server.stop()  # a clean stop logs the drops not yet logged
+        drop_logs = server.log_lines("captures dropped")
+        if full:
             ok = (
                 alive
                 and dups == 0
@@ -279,6 +305,7 @@ async def postgres_kill(work: Path, n: int = 50, journal_mb: int | None = None) 
                 and len(lost) <= dropped
                 and sum(int(d.get("count", 0)) for d in drop_logs) == dropped
                 and drained_ok
+                and not _errors(convos)
             )
         else:
             ok = alive and dups == 0 and not lost and drained_ok and dropped == 0
@@ -294,6 +321,11 @@ async def postgres_kill(work: Path, n: int = 50, journal_mb: int | None = None) 
             "dropped_counted": dropped,
             "drop_log_lines": len(drop_logs),
             "drop_logged_count": sum(int(d.get("count", 0)) for d in drop_logs),
+            "other_error_lines": [
+                str(d.get("msg"))[:120]
+                for d in server.log_lines('"level": "')
+                if d.get("level") in ("error", "critical") and d.get("msg") != "captures dropped"
+            ][:5],
             "drop_reasons": sorted({d.get("reason", "") for d in drop_logs}),
             "peak_journal_backlog": int(peak["backlog"]),
             "journal_bytes_at_peak": journal_bytes,
@@ -306,6 +338,8 @@ async def postgres_kill(work: Path, n: int = 50, journal_mb: int | None = None) 
     finally:
         server.stop()
         pg.stop()
+        if small_fs_kb:
+            _unmount(small_fs)
 
 
 def _pg_doc(r: Outcome) -> str:
@@ -360,6 +394,34 @@ for {r["back_at_offset_s"]} s, so every capture goes to the journal until it is 
 Result: **{"pass" if r["ok"] else "FAIL"}**: every capture lost is one counted and logged
 as dropped, none is stored twice, the turns go on at their usual pace, and once Postgres
 takes writes again the journal drains and new captures are stored.
+
+{table}
+"""
+
+
+def _disk_doc(r: Outcome) -> str:
+    down = r["turns_while_down"]
+    reasons = ", ".join(r["drop_reasons"]) or "-"
+    table = _table(
+        [
+            ("turns answered", r["turns_answered"]),
+            ("turns answered, Postgres down", f"{down['turns']} (p50 {down['p50_ms']} ms)"),
+            ("captures dropped, counted (`capture_dropped`)", r["dropped_counted"]),
+            ("log lines `captures dropped` (their counts add up to)",
+             f"{r['drop_log_lines']} ({r['drop_logged_count']}; reason: {reasons})"),
+            ("captures lost (answered, never stored)", r["lost"]),
+            ("captures duplicated", r["duplicated"]),
+            ("journal on disk at its peak", f"{r['journal_bytes_at_peak']} bytes"),
+            ("journal drained once Postgres was back, in", f"{r['drain_s']} s"),
+            ("other error lines in the server log", r["other_error_lines"] or "none"),
+            ("client errors", r["client_errors"] or "none"),
+        ]
+    )  # fmt: skip
+    return f"""
+**The journal's disk really full** ({_stamp()}; the journal on a 512 KB tmpfs of its own,
+its size limit left at the default; {r["conversations"]} conversations typing five 2 KB
+turns a second; Postgres SIGKILLed for {r["back_at_offset_s"]} s). Result:
+**{"pass" if r["ok"] else "FAIL"}**.
 
 {table}
 """
@@ -1038,6 +1100,7 @@ SCENARIOS: dict[str, tuple[Callable[[Path], Awaitable[Outcome]], Callable[[Outco
     ),
     "postgres-kill": (postgres_kill, _pg_doc),
     "journal-full": (lambda w: postgres_kill(w, n=50, journal_mb=1), _journal_doc),
+    "disk-full": (lambda w: postgres_kill(w, n=50, small_fs_kb=512), _disk_doc),
     "slow-provider": (slow_provider, _slow_doc),
     "slow-clients": (slow_clients, _clients_doc),
     "instance-kill": (instance_kill, _instance_doc),

@@ -300,7 +300,8 @@ class CaptureWriter:
         kept = self._journal.append(captures)
         self._needs_sync = True
         if kept < len(captures):
-            self._drop(len(captures) - kept, "journal full")
+            disk = self._journal.disk_error
+            self._drop(len(captures) - kept, f"journal disk: {disk}" if disk else "journal full")
 
     def _drop(self, n: int, why: str) -> None:
         self.dropped += n
@@ -327,7 +328,13 @@ class CaptureWriter:
             return
         self._needs_sync = False
         tail_fd, sealed = self._journal.take_sync_work()
-        await asyncio.to_thread(Journal.fsync, tail_fd, sealed)
+        try:
+            await asyncio.to_thread(Journal.fsync, tail_fd, sealed)
+        except OSError as exc:  # a failing disk: the lines are written, their sync is not
+            log.error("journal: fsync failed", extra={"error": repr(exc)[:200]})
+            self._journal.sync_failed(sealed)
+            self._needs_sync = True
+            return
         self._journal.synced(sealed)
 
     def _enter_failing(self, exc: Exception) -> None:
