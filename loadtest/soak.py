@@ -225,7 +225,8 @@ p99 = {o.get("p50")} / {o.get("p95")} / {o.get("p99")} ms, underruns {load.get("
 errors {load.get("errors") or "none"}, disconnects {load.get("disconnects")}; server
 alive: {"yes" if r["server_alive"] else "NO"}; log lines at level error:
 {r["server_error_lines"]}. On a 2-core machine
-shared with other work the load generator and the server share the cores.
+shared with other work the load generator and the server share the cores: the latency
+budget of `make bench` (docs/benchmarks.md) is not what a soak judges.
 
 {table}
 
