@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test test-fast lint format bench fuzz clean
+.PHONY: run test test-fast lint format bench fuzz chaos soak clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -46,6 +46,19 @@ bench: $(VENV)/.installed-dev
 # about 15 min), their figures written to docs/reliability.md. Quick ones are in `make test`.
 fuzz: $(VENV)/.installed-dev
 	$(BIN)/python -m loadtest.fuzz
+
+# Faults that are not polite (SIGKILLed workers and databases, Redis restarts, a full
+# journal, slow providers and clients), each bounded to about two minutes, on loopback with
+# a private Redis and PostgreSQL; figures to docs/reliability.md. SCENARIOS= picks some.
+chaos: $(VENV)/.installed-dev
+	$(BIN)/python -m loadtest.chaos $(SCENARIOS)
+
+# CALLERS real-time voice sessions for DURATION seconds, resources sampled every 10 s;
+# growth after warm-up under 5 %; plot and figures to docs/reliability.md. Not in `test`.
+CALLERS ?= 200
+DURATION ?= 1800
+soak: $(VENV)/.installed-dev
+	$(BIN)/python -m loadtest.soak --callers $(CALLERS) --duration $(DURATION)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

@@ -188,6 +188,7 @@ class AdminApi:
             {
                 **sample,
                 "event_loop_lag": self.hub.loop_lag.snapshot(),
+                "tasks": len(asyncio.all_tasks()),  # a leak shows as steady growth
                 "uptime_seconds": round(self.hub.uptime(), 1),
                 "timestamp": time.time(),
             }

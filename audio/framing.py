@@ -39,6 +39,16 @@ class Reframer:
         """Drop any partial frame (for example when a new turn starts)."""
         self._buf.clear()
 
+    def flush(self) -> bytes | None:
+        """The partial frame held back, padded with silence to a whole frame (None if there
+        is none), and the buffer emptied: the end of a turn, so its last few milliseconds
+        go to that turn's recogniser and never to the next turn's."""
+        if not self._buf:
+            return None
+        frame = bytes(self._buf[: self.frame_bytes]).ljust(self.frame_bytes, b"\0")
+        self._buf.clear()
+        return frame
+
     def push(self, chunk: bytes | bytearray | memoryview) -> list[bytes]:
         """Add a chunk and return every complete frame now available, oldest first."""
         fb = self.frame_bytes

@@ -283,6 +283,8 @@ class Session:
         self._replies.interrupt()
         assert self._stream is not None
         self._stream.discard()
+        # A partial frame left from before the press is not this turn's audio.
+        self._reframer.reset()
         self._turn_id += 1
         self._listening = True
         self._utterance_frames = 0
@@ -292,7 +294,25 @@ class Session:
         if self._continuous:
             raise SessionInputError("invalid_message", "talk_end needs mode push_to_talk")
         if self._listening:
+            self._flush_turn_audio()
             self._end_utterance(0.0)
+
+    def _flush_turn_audio(self) -> None:
+        """On release, the turn's last samples (the resampler's filter tail and the partial
+        frame under 20 ms) go to this turn's recogniser, padded with silence, and leave
+        nothing behind that the next turn would start with."""
+        if self._resampler is not None:
+            for frame in self._reframer.push(self._resampler.flush()):
+                self._push_turn_frame(frame)
+        tail = self._reframer.flush()
+        if tail is not None:
+            self._push_turn_frame(tail)
+
+    def _push_turn_frame(self, frame: bytes) -> None:
+        if self._listening and self._utterance_frames < self._max_frames:
+            assert self._stream is not None
+            self._stream.push(frame)
+            self._utterance_frames += 1
 
     # ------------------------------------------------------- text, control, end
     def submit_text(self, text: str) -> None:

@@ -98,3 +98,9 @@ async def _close(peer: Peer, session_id: str, why: str, dropped: int) -> None:
             await peer.close(CLOSE_NOT_READING, why)
     except (ConnectionError, RuntimeError, TimeoutError):
         peer.abort()  # the close frame cannot get through a full socket: drop the connection
+    except asyncio.CancelledError:
+        # The close ends the receive loop, whose owner then cancels this watchdog while the
+        # close frame still waits behind a full socket: drop the connection all the same,
+        # or the socket stays open (its buffer never flushed) for as long as the peer does.
+        peer.abort()
+        raise

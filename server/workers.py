@@ -5,7 +5,8 @@ processes. Each worker is a plain `python -m server` child that binds the same h
 port with SO_REUSEPORT: the kernel spreads new connections evenly over the listening
 workers (no accept thundering herd, no shared socket state), and a WebSocket stays on the
 worker that accepted it. The supervisor (this module) binds nothing itself: it starts the
-workers, restarts one that dies, forwards SIGTERM/SIGINT and waits for a clean shutdown.
+workers, restarts one that dies (at once if it had run for a while, else after a growing
+delay, so a crash loop does not spin), forwards SIGTERM/SIGINT and waits for a clean shutdown.
 
 Metrics: before any worker starts, `PROMETHEUS_MULTIPROC_DIR` is set (a fresh private
 directory unless the operator set one), so every worker writes its series there and
@@ -28,8 +29,14 @@ import time
 
 log = logging.getLogger("server.workers")
 
-#: A worker that exits this soon after its start failed to start: stop, do not loop.
+#: A worker that lives this long counts as started: its next death restarts it at once.
 STARTUP_GRACE_S = 15.0
+#: A worker that dies sooner is restarted after a delay doubling from the first to the
+#: cap, so a crash loop (a database that refuses every connection) does not spin.
+RESTART_BACKOFF_S = (0.5, 30.0)
+#: Give up only when every worker has died this many times in a row before it started:
+#: the server cannot start at all (a bad certificate, a port taken by another program).
+MAX_EARLY_DEATHS = 8
 STOP_TIMEOUT_S = 30.0
 
 
@@ -57,6 +64,8 @@ class Supervisor:
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.started: dict[int, float] = {}
         self.stopping = False
+        self.early_deaths: dict[int, int] = {}  # consecutive deaths within the grace
+        self.restart_at: dict[int, float] = {}  # index -> monotonic time of its restart
         self._own_dir: str | None = None
 
     def metrics_dir(self) -> str:
@@ -107,17 +116,54 @@ class Supervisor:
     def _watch(self, mp_dir: str) -> int:
         while not self.stopping:
             time.sleep(0.2)
-            for index, proc in list(self.procs.items()):
-                code = proc.poll()
-                if code is None or self.stopping:
-                    continue
-                _mark_dead(proc.pid, mp_dir)
-                if time.monotonic() - self.started[index] < STARTUP_GRACE_S:
-                    log.error("worker failed to start", extra={"worker": index, "code": code})
-                    return code or 1
-                log.error("worker died; restarting", extra={"worker": index, "code": code})
-                self._spawn(index)
+            code = self._reap(mp_dir)
+            if code is not None:
+                return code
+            now = time.monotonic()
+            for index, when in list(self.restart_at.items()):
+                if now >= when and not self.stopping:
+                    del self.restart_at[index]
+                    self._spawn(index)
         return 0
+
+    def _reap(self, mp_dir: str) -> int | None:
+        """Schedule the restart of every worker that died; an exit code to stop with when
+        the server cannot start at all."""
+        now = time.monotonic()
+        for index, proc in list(self.procs.items()):
+            if index in self.restart_at or self.stopping:
+                continue
+            code = proc.poll()
+            if code is None:
+                if now - self.started[index] >= STARTUP_GRACE_S:
+                    self.early_deaths[index] = 0
+                continue
+            _mark_dead(proc.pid, mp_dir)
+            lived = now - self.started[index]
+            if lived >= STARTUP_GRACE_S:
+                self.early_deaths[index] = 0
+                delay = 0.0
+            else:
+                n = self.early_deaths.get(index, 0) + 1
+                self.early_deaths[index] = n
+                first, cap = RESTART_BACKOFF_S
+                delay = min(cap, first * 2 ** (n - 1))
+            self.restart_at[index] = now + delay
+            log.error(
+                "worker died; restarting",
+                extra={
+                    "worker": index,
+                    "code": code,
+                    "lived_s": round(lived, 1),
+                    "restart_in_s": delay,
+                },
+            )
+        if len(self.restart_at) == len(self.procs) and all(
+            self.early_deaths.get(i, 0) >= MAX_EARLY_DEATHS for i in self.procs
+        ):
+            log.error("no worker stays up; stopping", extra={"deaths": MAX_EARLY_DEATHS})
+            return 1
+        return None
 
     def _stop_all(self) -> None:
         for proc in self.procs.values():

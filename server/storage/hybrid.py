@@ -8,7 +8,9 @@ lists), so a capture that matches by meaning but shares no word still ranks.
 Embeddings are computed by an indexer task after captures are written (never on the
 voice loop's path), in one worker thread. Results are cached per query and learner; the cache is
 invalidated whenever this process writes or deletes captures or writes vectors, and
-entries also expire after `cache_ttl` seconds so that other instances' changes show up.
+when the backend reports a change made elsewhere (SQLite: another worker on the same file,
+seen through the file's data version before each search); otherwise (Postgres) entries
+expire after `cache_ttl` seconds so that other instances' changes show up.
 """
 
 from __future__ import annotations
@@ -155,6 +157,9 @@ class HybridStore:
             query.since,
             query.until,
         )
+        changed = getattr(self.backend, "changed", None)
+        if changed is not None and await changed():
+            self.generation += 1  # another process wrote: cached results may be stale
         cached = self._cache.get(key)
         if (
             cached

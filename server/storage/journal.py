@@ -17,7 +17,9 @@ in worker threads, so the loop never waits on the disk's flush.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import fcntl
 import json
 import logging
@@ -134,6 +136,7 @@ class Journal:
         self._sealing: list[IO[bytes]] = []
         self._unsynced: set[str] = set()
         self.entries = 0  # captures in the journal not yet written to the store
+        self.disk_error: str | None = None  # why the last append stopped short, if the disk
 
     # --- lifecycle (blocking: call from a thread at start and stop) ---------------------
     def open(self) -> None:
@@ -199,20 +202,33 @@ class Journal:
         return sorted(self.dir.glob("*.jsonl"))
 
     def append(self, captures: list[Capture]) -> int:
-        """Buffer captures at the tail; returns how many fit under `max_bytes`."""
+        """Write captures at the tail; returns how many fit under `max_bytes` and on the
+        disk. A line the disk cannot take (ENOSPC, EIO) is cut off again, so a segment
+        never holds half a line, and `disk_error` says why the rest did not fit."""
         written = 0
+        self.disk_error = None
         for capture in captures:
             line = encode(capture)
             if self._bytes + len(line) > self.max_bytes:
                 break
-            tail = self._open_tail()
-            tail.write(line)
+            at: int | None = None
+            try:
+                tail = self._open_tail()
+                at = tail.tell()
+                done = tail.write(line)
+                if done != len(line):  # a short write: the disk filled up under it
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            except OSError as exc:
+                self.disk_error = exc.strerror or repr(exc)
+                if self._tail is not None and at is not None:
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(self._tail.fileno(), at)
+                        self._tail.seek(at)
+                break
             self._bytes += len(line)
             written += 1
             if tail.tell() >= SEGMENT_BYTES:
                 self.seal()
-        if self._tail is not None:
-            self._tail.flush()
         self.entries += written
         return written
 
@@ -232,6 +248,10 @@ class Journal:
                 os.fsync(tail_fd)
             except OSError:  # closed by a seal meanwhile: its own fsync covers it
                 pass
+
+    def sync_failed(self, sealed: list[IO[bytes]]) -> None:
+        """An fsync failed: the sealed files it did not close wait for the next one."""
+        self._sealing[:0] = [fh for fh in sealed if not fh.closed]
 
     def synced(self, sealed: list[IO[bytes]]) -> None:
         for fh in sealed:
@@ -277,5 +297,6 @@ class Journal:
         if self._tail is None:
             self._tail_path = self.dir / f"{self._next_seq:012d}.jsonl"
             self._next_seq += 1
-            self._tail = self._tail_path.open("ab")
+            # Unbuffered: a line is on its way to the disk, or refused, when write returns.
+            self._tail = self._tail_path.open("ab", buffering=0)
         return self._tail

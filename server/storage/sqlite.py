@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -111,6 +112,11 @@ class SQLiteCaptureStore(learners.LearnerQueries):
         self._vectors: dict[str, VectorIndex] = {}
         self._embedded_upto = 0  # every capture with id <= this has a vector
         self._vectors_dirty = True
+        # A second connection that only asks whether the file changed since it last
+        # looked (`PRAGMA data_version`): other workers and instances write the same file.
+        self._probe: sqlite3.Connection | None = None
+        self._probe_lock = threading.Lock()
+        self._data_version: int | None = None
 
     # --- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -126,6 +132,8 @@ class SQLiteCaptureStore(learners.LearnerQueries):
         _migrate(conn)
         conn.execute("PRAGMA foreign_keys=ON")
         self._conn = conn
+        self._probe = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._probe.execute("PRAGMA busy_timeout=1000")
 
     async def close(self) -> None:
         if self._conn is not None:
@@ -135,6 +143,31 @@ class SQLiteCaptureStore(learners.LearnerQueries):
     def _close_conn(self, db: sqlite3.Connection) -> None:
         db.close()
         self._conn = None
+        with self._probe_lock:
+            if self._probe is not None:
+                self._probe.close()
+                self._probe = None
+
+    async def changed(self) -> bool:
+        """Whether the file changed since the last call (a commit by this process or any
+        other): the in-memory vector index then loads what was saved since, and the
+        caller drops cached results. A few microseconds, off the event loop."""
+        changed = await asyncio.get_running_loop().run_in_executor(None, self._read_version)
+        if changed:
+            self._vectors_dirty = True
+        return changed
+
+    def _read_version(self) -> bool:
+        with self._probe_lock:
+            if self._probe is None:
+                return False
+            try:
+                version = self._probe.execute("PRAGMA data_version").fetchone()[0]
+            except sqlite3.Error:
+                return True  # cannot tell: look again
+            changed = version != self._data_version
+            self._data_version = version
+            return changed
 
     async def ping(self) -> bool:
         try:
@@ -304,8 +337,10 @@ class SQLiteCaptureStore(learners.LearnerQueries):
         if index is None:
             index = self._vectors[model] = VectorIndex(int(vector.shape[0]))
             self._vectors_dirty = True
-        # Only this process writes the file, so only a save here can add vectors: skip the
-        # round trip through the (single, possibly busy) SQLite thread otherwise.
+        # Another worker (or instance) on this file may have saved vectors: a cheap check
+        # of the file's data version, not a round trip through the (single, possibly
+        # busy) SQLite thread, tells whether there is anything to load.
+        await self.changed()
         while self._vectors_dirty:
             self._vectors_dirty = False  # a save while this loads sets it again
             if not await self._run(_load_vectors, index, model, 5000):

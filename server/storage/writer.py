@@ -34,6 +34,10 @@ BACKOFF_START = 0.1
 BACKOFF_MAX = 5.0
 CLOSE_STORE_TIMEOUT = 10.0
 DEFAULT_JOURNAL_MAX_BYTES = 512 * 1024 * 1024
+#: Captures dropped (journal full) are counted at once (`dropped`) and logged: the first
+#: at once, then at most one line per this many seconds with the count since the last
+#: one, so a full disk under load does not write one error line per capture.
+DROP_LOG_EVERY_S = 5.0
 
 
 class BatchStore(Protocol):
@@ -73,6 +77,9 @@ class CaptureWriter:
         self._segments_lock = asyncio.Lock()
         self.written = 0
         self.dropped = 0
+        self._unlogged_drops = 0
+        self._drop_reason = ""
+        self._drop_log_at = 0.0
         self.failed_batches = 0
         self.last_error = ""
 
@@ -164,12 +171,14 @@ class CaptureWriter:
         self._queue.clear()
         if leftover:
             self._spill(leftover)
+        self._log_drops(force=True)
         if self._journal is not None:
             await asyncio.to_thread(self._journal.close)
 
     # --- the background task -----------------------------------------------------------
     async def _run(self) -> None:
         while not self._closing:
+            self._log_drops()  # what was dropped since the last line, once it is due
             if self._failing:
                 await self._while_failing()
             elif self._replayable():
@@ -291,18 +300,41 @@ class CaptureWriter:
         kept = self._journal.append(captures)
         self._needs_sync = True
         if kept < len(captures):
-            self._drop(len(captures) - kept, "journal full")
+            disk = self._journal.disk_error
+            self._drop(len(captures) - kept, f"journal disk: {disk}" if disk else "journal full")
 
     def _drop(self, n: int, why: str) -> None:
         self.dropped += n
-        log.error("captures dropped", extra={"count": n, "reason": why})
+        self._unlogged_drops += n
+        self._drop_reason = why
+        self._log_drops()
+
+    def _log_drops(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if self._unlogged_drops and (force or now >= self._drop_log_at):
+            log.error(
+                "captures dropped",
+                extra={
+                    "count": self._unlogged_drops,
+                    "total": self.dropped,
+                    "reason": self._drop_reason,
+                },
+            )
+            self._unlogged_drops = 0
+            self._drop_log_at = now + DROP_LOG_EVERY_S
 
     async def _sync_journal(self) -> None:
         if self._journal is None or not self._needs_sync:
             return
         self._needs_sync = False
         tail_fd, sealed = self._journal.take_sync_work()
-        await asyncio.to_thread(Journal.fsync, tail_fd, sealed)
+        try:
+            await asyncio.to_thread(Journal.fsync, tail_fd, sealed)
+        except OSError as exc:  # a failing disk: the lines are written, their sync is not
+            log.error("journal: fsync failed", extra={"error": repr(exc)[:200]})
+            self._journal.sync_failed(sealed)
+            self._needs_sync = True
+            return
         self._journal.synced(sealed)
 
     def _enter_failing(self, exc: Exception) -> None:

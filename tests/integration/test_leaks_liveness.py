@@ -215,3 +215,71 @@ async def test_direct_audio_keeps_each_sessions_log_context(tmp_path: Path, monk
     async with serving(settings) as (_, port), aiohttp.ClientSession() as http:
         await asyncio.gather(talk(http, port, "ctx-one"), talk(http, port, "ctx-two"))
     assert sorted(str(sid) for _, sid in seen) == ["ctx-one", "ctx-two"], seen
+
+
+async def test_a_stalled_reader_is_aborted_even_when_its_owner_cancels_the_watchdog() -> None:
+    """The close ends the transport's receive loop, whose owner then cancels the watchdog
+    while the close frame still waits behind a full socket: the connection is dropped all
+    the same (before, the socket stayed open for as long as the peer kept it)."""
+    ws, traffic = FakePeer(), Traffic()
+    ws.close_blocks = True
+    task = asyncio.create_task(watch(ws, traffic, ["queued"], "s", FAST))
+    await asyncio.sleep(FAST.stall_s + 3 * FAST.tick_s)  # by now inside close()
+    assert not task.done() and not ws.aborted
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert ws.aborted == 1
+
+
+async def test_a_client_that_stops_reading_loses_its_connection(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """The real app, a client with a 4 KB receive buffer asking for spoken replies and
+    never reading: the server's socket buffer is bounded, the watchdog closes the session,
+    and the TCP connection is gone (reset), not left open behind an unflushable buffer."""
+    import socket as socket_mod
+
+    from loadtest.wire import handshake_request, masked_frame
+    from server.transports.websocket import SEND_BUFFER_BYTES
+
+    monkeypatch.setattr(ws_browser, "LIVENESS", LivenessConfig(tick_s=0.2, stall_s=1.0))
+    settings = Settings.from_env(
+        {},
+        database_path=str(tmp_path / "c.db"),
+        stt_providers=("simulated",),
+        llm_providers=("simulated",),
+        tts_providers=("simulated",),
+    )
+    async with serving(settings) as (app, port):
+        loop = asyncio.get_running_loop()
+        sock = socket_mod.socket()
+        sock.setsockopt(socket_mod.SOL_SOCKET, socket_mod.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await loop.sock_connect(sock, ("127.0.0.1", port))
+        request, _ = handshake_request("127.0.0.1", port, "/ws/stall-test")
+        await loop.sock_sendall(sock, request)
+        await loop.sock_sendall(sock, masked_frame(1, json.dumps({"type": "start"}).encode()))
+        engine = app[ENGINE]
+        reset_after = None
+        t0 = loop.time()
+        try:
+            async with asyncio.timeout(60):
+                k = 0
+                while reset_after is None:
+                    text = json.dumps({"type": "text", "text": f"a long story {k}"})
+                    try:
+                        await loop.sock_sendall(sock, masked_frame(1, text.encode()))
+                    except OSError:
+                        reset_after = loop.time() - t0
+                    k += 1
+                    await asyncio.sleep(0.5)
+        finally:
+            sock.close()
+        # Audio at real time fills 2 x SEND_BUFFER_BYTES in seconds, then the stall and
+        # the watchdog's tick: far from the minutes a 4 MB autotuned buffer took.
+        assert SEND_BUFFER_BYTES <= 256 * 1024
+        assert reset_after < 40
+        async with asyncio.timeout(3):
+            while engine.lifecycle.sessions:  # noqa: ASYNC110 (an app-owned set)
+                await asyncio.sleep(0.02)

@@ -126,3 +126,40 @@ async def test_workers_starting_together_migrate_one_fresh_file_once(tmp_path) -
     finally:
         for s in stores:
             await s.close()
+
+
+async def test_a_capture_written_by_one_worker_is_found_by_meaning_through_another(
+    tmp_path: Path,
+) -> None:
+    """Two stores on one file, as two `--workers` processes are: each has searched (its
+    vector index loaded, its results cached) before the other writes, and finds the new
+    capture by meaning, not by a shared word, within a second."""
+    from server.storage.embedder import default_embedder
+    from server.storage.hybrid import HybridStore
+
+    path = str(tmp_path / "learning_captures.db")
+    embedder = default_embedder()
+    a = HybridStore(SQLiteCaptureStore(path), embedder, cache_ttl=60)
+    b = HybridStore(SQLiteCaptureStore(path), embedder, cache_ttl=60)
+    await a.start()
+    await b.start()
+    query = SearchQuery("cooking bread at home", limit=5)
+    try:
+        await a.write_batch([cap(0, "tuning a guitar by ear", session="warm")])
+        await a.index_pending()
+        for store in (a, b):
+            assert await store.search(query)  # index loaded, result cached
+        for writer, reader, i in ((a, b, 1), (b, a, 2)):
+            text = "sourdough starter feeding schedule" if i == 1 else "kneading a baguette dough"
+            await writer.write_batch([cap(i, text, session=f"w{i}")])
+            t0 = time.monotonic()
+            found = None
+            while time.monotonic() - t0 < 1.0 and found is None:
+                hits = await reader.search(query)
+                found = next((h for h in hits if h.session_id == f"w{i}"), None)
+                await asyncio.sleep(0.02)
+            assert found is not None, f"worker {i}'s capture not found by the other in 1 s"
+            assert not set(query.query.split()) & set(text.split())  # by meaning only
+    finally:
+        await a.close()
+        await b.close()

@@ -169,3 +169,27 @@ async def _true(value: bool) -> bool:
 
 async def _eq(aw, expected) -> bool:  # type: ignore[no-untyped-def]
     return await aw == expected
+
+
+async def test_drops_are_counted_each_and_logged_in_summaries(tmp_path: Path, caplog) -> None:
+    """A journal that cannot take more (no journal, queue past its bound): every dropped
+    capture is counted at once, the log gets the first at once and then one line per
+    `DROP_LOG_EVERY_S` with the count since, and close logs what is still unlogged; the
+    counts of the lines add up to the total (before, one error line per capture)."""
+    import logging
+
+    class NeverCalled:
+        async def write_batch(self, captures: Sequence[Capture]) -> None:
+            raise AssertionError("not started")
+
+    writer = CaptureWriter(NeverCalled(), 10, 50, 2, None)
+    with caplog.at_level(logging.ERROR, logger="server.storage.writer"):
+        for c in caps(504):  # 2 queued, 2 kept past the bound, 500 dropped
+            writer.submit(c)
+        assert writer.dropped == 500
+        lines = [r for r in caplog.records if r.getMessage() == "captures dropped"]
+        assert len(lines) == 1 and lines[0].count == 1
+        await writer.close()
+    lines = [r for r in caplog.records if r.getMessage() == "captures dropped"]
+    assert len(lines) == 2 and sum(r.count for r in lines) == 500
+    assert lines[-1].total == 500 and lines[-1].reason == "queue full and no journal"

@@ -10,6 +10,7 @@ earlier, so a reply on the second instance shows it had the first instance's con
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -171,3 +172,98 @@ def test_workers_share_the_port_and_the_metrics(tmp_path: Path) -> None:
         log.close()
     assert code == 0  # a clean stop of both workers
     assert kids and not any(k.is_running() for k in kids)
+
+
+def _children(pid: int) -> set[int]:
+    return {k.pid for k in psutil.Process(pid).children() if k.status() != "zombie"}
+
+
+def test_a_worker_killed_in_its_first_seconds_is_restarted(tmp_path: Path) -> None:
+    """SIGKILL a worker 0.3 s after its start, three times in a row, then an older one:
+    the supervisor starts a new one each time (after a growing delay for the early
+    deaths) and the port answers throughout from the surviving worker."""
+    import threading
+
+    port = free_port()
+    env = {
+        **os.environ,
+        **FAST,
+        "LLM_PROVIDERS": "simulated",
+        "DATABASE_PATH": str(tmp_path / "c.db"),
+        "REDIS_URL": "",
+        "PYTHONPATH": str(ROOT),
+    }
+    log = open(tmp_path / "server.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server", "--port", str(port), "--workers", "2"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    answers: list[tuple[float, bool]] = []
+    done = threading.Event()
+
+    def probe() -> None:
+        while not done.is_set():
+            try:
+                ok = _get(base + "/health/ready")[0] == 200
+            except OSError:
+                ok = False
+            answers.append((time.monotonic(), ok))
+            time.sleep(0.05)
+
+    def wait_for(pred, timeout: float = 60.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, (tmp_path / "server.log").read_text()
+            got = pred()
+            if got:
+                return got
+            time.sleep(0.05)
+        raise AssertionError((tmp_path / "server.log").read_text()[-3000:])
+
+    def newcomer(old: set[int]) -> set[int]:
+        return wait_for(lambda: _children(proc.pid) - old, timeout=30)
+
+    def answered() -> bool:
+        try:
+            return _get(base + "/health/ready")[0] == 200
+        except OSError:
+            return False
+
+    prober = threading.Thread(target=probe, daemon=True)
+    try:
+        first = wait_for(lambda: len(_children(proc.pid)) == 2 and _children(proc.pid))
+        wait_for(answered)
+        prober.start()
+        seen = set(first)
+        survivor, victim = sorted(first)
+        for _ in range(3):
+            os.kill(victim, signal.SIGKILL)
+            (victim,) = newcomer(seen | {victim})
+            seen.add(victim)
+            time.sleep(0.3)  # in its first seconds: still importing, not yet listening
+        os.kill(victim, signal.SIGKILL)
+        (victim,) = newcomer(seen | {victim})
+        time.sleep(3)
+        os.kill(survivor, signal.SIGKILL)  # the older one: restarted at once
+        wait_for(lambda: len(_children(proc.pid) - {survivor}) == 2, timeout=30)
+        wait_for(lambda: len(_children(proc.pid) - seen - {survivor}) == 2, timeout=30)
+        time.sleep(0.5)
+    finally:
+        done.set()
+        if prober.is_alive():
+            prober.join(5)
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(30)
+        log.close()
+    assert code == 0
+    text = (tmp_path / "server.log").read_text()
+    assert text.count("worker died; restarting") == 5
+    oks = [t for t, ok in answers if ok]
+    assert len(answers) > 20 and oks
+    gaps = [b - a for a, b in itertools.pairwise(oks)]
+    # The port answered throughout: never more than a second without an answer.
+    assert max(gaps) < 1.0, max(gaps)

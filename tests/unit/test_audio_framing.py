@@ -102,3 +102,12 @@ def test_other_frame_durations_are_rejected(ms: int) -> None:
 def test_fractional_frame_is_rejected() -> None:
     with pytest.raises(ValueError, match="whole number"):
         Reframer(22050, 10)
+
+
+def test_flush_pads_the_partial_frame_and_empties_the_buffer():
+    r = Reframer(16000, 20)
+    assert r.flush() is None
+    assert r.push(b"\x01" * 700) == [b"\x01" * 640]
+    assert r.flush() == b"\x01" * 60 + bytes(580)
+    assert r.pending == 0 and r.flush() is None
+    assert r.push(b"\x02" * 640) == [b"\x02" * 640]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import numpy as np
 import pytest
 
 from pipelines import events as ev
@@ -215,3 +216,61 @@ async def test_the_transports_exception_leaves_the_session_unchanged_and_cleaned
             raise ConnectionResetError("client gone")
     assert asyncio.all_tasks() - before == set()
     assert stt.streams[0].closed
+
+
+class _RecordingSTT(ScriptedSTT):
+    """Keeps the bytes each utterance's recogniser stream was given."""
+
+    def __init__(self, finals):
+        super().__init__(finals)
+        self.audio: list[bytearray] = []
+
+    async def open(self, on_interim):
+        stream = await super().open(on_interim)
+        owner, push, finalize = self, stream.push, stream.finalize
+        current = bytearray()
+
+        def record(frame: bytes) -> None:
+            current.extend(frame)
+            push(frame)
+
+        async def finish() -> str:
+            owner.audio.append(bytearray(current))
+            current.clear()
+            return await finalize()
+
+        def discard() -> None:
+            current.clear()
+            stream.frames = 0
+
+        stream.push, stream.finalize, stream.discard = record, finish, discard
+        return stream
+
+
+@pytest.mark.parametrize("rate", [16000, 48000])
+async def test_push_to_talk_turns_do_not_share_their_sub_frame_remainder(rate):
+    """Chunks that are not whole frames: the last partial frame of turn 1 belongs to turn
+    1 (padded with silence), and not one of its samples reaches turn 2's recogniser."""
+    stt = _RecordingSTT(["first", "second"])
+    session, outbox = make_session(stt=stt, mode="push_to_talk", tts=False, input_rate=rate)
+    one, two = (1111).to_bytes(2, "little", signed=True), (-2222).to_bytes(2, "little", signed=True)
+    chunk = 250 * rate // 16000  # samples: 15.6 ms, never a whole 20 ms frame
+    async with session:
+        for value, final in ((one, "first"), (two, "second")):
+            session.talk_start()
+            for _ in range(17):
+                session.feed_audio(value * chunk)
+            session.talk_end()
+            events = await drain(outbox, ev.ResponseDone)
+            assert any(isinstance(e, ev.Transcript) and e.text == final for e in events)
+    first, second = stt.audio
+    sent = 17 * 250 * 2  # bytes per turn at 16 kHz
+    frame = 640
+    assert len(first) % frame == 0 and len(second) % frame == 0
+    if rate == 16000:
+        assert first[:sent] == one * (sent // 2) and not first[sent:].strip(b"\0")
+        assert second[:sent] == two * (sent // 2) and not second[sent:].strip(b"\0")
+    samples = np.frombuffer(bytes(second), dtype=np.int16)
+    # Turn 2 is a constant negative level: no sample anywhere near turn 1's positive level.
+    assert not (samples > 500).any()
+    assert len(first) >= sent and len(second) >= sent

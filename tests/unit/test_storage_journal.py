@@ -113,3 +113,43 @@ def test_learner_round_trips_and_old_lines_are_legacy(tmp_path: Path) -> None:
     )
     old = decode(before_learners)
     assert old is not None and old.learner_id == LEGACY_LEARNER == "legacy"
+
+
+def test_a_full_disk_cuts_the_half_written_line_and_says_why(tmp_path: Path) -> None:
+    """The disk fills in the middle of a line (a short write, then ENOSPC): append stops
+    there, says why, and the segment holds whole lines only, so replay loses nothing it
+    counted (before, the error reached the voice path and a torn line hid the next one)."""
+    import errno
+
+    j = Journal(str(tmp_path), max_bytes=10_000_000)
+    j.open()
+    assert j.append(caps(2)) == 2
+    room = {"bytes": 30}  # what the disk still takes
+
+    class FillingDisk:
+        def __init__(self, raw) -> None:  # type: ignore[no-untyped-def]
+            self.raw = raw
+
+        def write(self, data: bytes) -> int:
+            if room["bytes"] <= 0:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            n = self.raw.write(data[: room["bytes"]])
+            room["bytes"] -= n
+            return n
+
+        def __getattr__(self, name):  # type: ignore[no-untyped-def]
+            return getattr(self.raw, name)
+
+    j._tail = FillingDisk(j._tail)  # type: ignore[assignment]
+    assert j.append(caps(3)) == 0
+    assert j.disk_error == "No space left on device" and j.entries == 2
+    room["bytes"] = 10_000  # space returns
+    more = [Capture("s", "after", "a", 9.0, {}, "id-after")]
+    assert j.append(more) == 1 and j.disk_error is None
+    j.seal()
+    sync(j)
+    seg = j.oldest_sealed()
+    assert seg is not None
+    captures, lines = read_segment(seg)
+    assert captures == caps(2) + more and lines == 3
+    j.close()
