@@ -34,7 +34,8 @@ async def test_random_walks_get_documented_answers_and_leave_nothing(tmp_path: P
         "text_too_long",
     }, result.errors_checked
     assert result.ignored_checked > 0 and result.marked_events > 0, result.to_dict()
-    assert result.tasks_after == result.tasks_before, result.to_dict()
+    # Nothing left behind: no more tasks than before (one an earlier test left may end now).
+    assert result.tasks_after <= result.tasks_before, result.to_dict()
     assert result.fds_after <= result.fds_before, result.to_dict()
     # What stays is data the server keeps by design (each session id's last ten exchanges,
     # up to 4000 characters a turn, its captures' search index): bounded, not per walk.

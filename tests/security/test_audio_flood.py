@@ -33,7 +33,7 @@ from tests.speech import silence, synth
 pytestmark = pytest.mark.slow
 
 SCRIPT = "I learned today that sleep helps the brain keep new words."
-ROUNDS = 4
+ROUNDS = 3
 FLOOD_FRAME = 64 * 1024
 FLOOD_FRAMES = 15
 
