@@ -8,7 +8,6 @@ Admission, liveness and the send loop are the lifecycle's (server/lifecycle.py).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import json
 import logging
@@ -26,7 +25,6 @@ from server.appkeys import ENGINE, LIMITS, SETTINGS
 from server.http_errors import ApiError
 from server.limits.messages import MessageBudget, Verdict
 from server.limits.origin import origin_allowed
-from server.limits.policy import Limited
 from server.liveness import CLOSE_NOT_READING, LivenessConfig
 from server.transports import direct
 from server.transports.base import (
@@ -36,8 +34,9 @@ from server.transports.base import (
     Opening,
     Refusal,
 )
+from server.transports.control import goodbye, typed_turn
 from server.transports.websocket import WebSocketPeer
-from server.validation import MAX_AUDIO_FRAME_BYTES, MAX_TEXT_CHARS, valid_session_id
+from server.validation import MAX_AUDIO_FRAME_BYTES, valid_session_id
 
 log = logging.getLogger(__name__)
 
@@ -334,24 +333,11 @@ async def _handle_text(transport: BrowserTransport, session: Session, raw: str) 
     elif kind == "talk_end":
         session.talk_end()
     elif kind == "text":
-        text = message.get("text")
-        if not isinstance(text, str):
-            raise SessionInputError("invalid_message", "text must be a string")
-        if len(text) > MAX_TEXT_CHARS:
-            raise SessionInputError("text_too_long", f"text is limited to {MAX_TEXT_CHARS} chars")
-        try:  # a typed turn is a language-model call: the learner's turn budget
-            await transport.limits.conversation_turn(transport.learner_id)
-        except Limited as exc:
-            raise SessionInputError("rate_limited", str(exc)) from None
-        session.submit_text(text)
+        await typed_turn(session, message, transport.limits, transport.learner_id)
     elif kind == "interrupt":
         session.interrupt()
     elif kind == "end":
-        summary = await session.end()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(2.0):
-                await session.outbox.wait_empty()
-        await ws.send_str(json.dumps({"type": "summary", "text": summary}))
+        await ws.send_str(json.dumps(await goodbye(session)))
         return True
     else:
         raise SessionInputError("unknown_type", f"unknown message type {kind!r}")

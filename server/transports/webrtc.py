@@ -43,7 +43,7 @@ from server.http_errors import json_error, require_json
 from server.identity.http import credential_of
 from server.limits.messages import MessageBudget, Verdict
 from server.limits.origin import origin_allowed
-from server.limits.policy import Limited, Limits
+from server.limits.policy import Limits
 from server.liveness import LivenessConfig, Traffic
 from server.transports.base import (
     CLOSE_INVALID_SESSION,
@@ -56,7 +56,8 @@ from server.transports.base import (
     Refusal,
 )
 from server.transports.browser import _ready_fields, _start_config
-from server.validation import MAX_TEXT_CHARS, valid_session_id
+from server.transports.control import goodbye, typed_turn
+from server.validation import valid_session_id
 
 if TYPE_CHECKING:
     from aiortc import RTCDataChannel, RTCPeerConnection
@@ -450,27 +451,11 @@ class WebRTCTransport:
         elif kind == "talk_end":
             session.talk_end()
         elif kind == "text":
-            text = message.get("text")
-            if not isinstance(text, str):
-                raise SessionInputError("invalid_message", "text must be a string")
-            if len(text) > MAX_TEXT_CHARS:
-                raise SessionInputError(
-                    "text_too_long", f"text is limited to {MAX_TEXT_CHARS} chars"
-                )
-            if self.limits is not None:  # a typed turn: the learner's turn budget
-                try:
-                    await self.limits.conversation_turn(self.learner_id)
-                except Limited as exc:
-                    raise SessionInputError("rate_limited", str(exc)) from None
-            session.submit_text(text)
+            await typed_turn(session, message, self.limits, self.learner_id)
         elif kind == "interrupt":
             session.interrupt()
         elif kind == "end":
-            summary = await session.end()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(2.0):
-                    await session.outbox.wait_empty()
-            await self._send_json({"type": "summary", "text": summary})
+            await self._send_json(await goodbye(session))
             await self._drain()  # then the peer connection closes: let the summary out first
             return True
         else:
