@@ -73,3 +73,18 @@ def frame_bytes(sample_rate: int, frame_ms: int) -> int:
     if rem:
         raise ValueError(f"{frame_ms} ms at {sample_rate} Hz is not a whole number of samples")
     return samples * 2
+
+
+def gain_db_to_factor(gain_db: float) -> float:
+    """A level change in dB as an amplitude factor (-24 dB -> ~0.063)."""
+    return float(10.0 ** (gain_db / 20.0))
+
+
+def scale(pcm: bytes | bytearray | memoryview, factor: float) -> bytes:
+    """PCM16 LE with every sample multiplied by `factor` (rounded, saturated)."""
+    mv = memoryview(pcm).cast("B")
+    _check_even(mv.nbytes)
+    if factor == 1.0:
+        return bytes(mv)
+    x = np.frombuffer(mv, dtype=_PCM_DTYPE).astype(np.float32) * np.float32(factor)
+    return np.clip(np.rint(x), -32768.0, 32767.0).astype(_PCM_DTYPE).tobytes()

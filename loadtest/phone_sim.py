@@ -13,6 +13,12 @@ is echoed back when the audio before it has played, and `clear` empties the play
 and echoes the pending marks at once, as Twilio does. Every media/mark/clear is recorded
 with its arrival time, so tests and the turn-taking evaluation can measure the agent.
 
+The server also clears to duck, pause and resume a reply while the caller may be barging
+in (protocol v1.1 on the phone: the unheard audio is sent again after the `clear`), so a
+`clear` is a *cut* only when none of the reply it cleared comes again (`Received.cuts`);
+the others are the agent yielding (`Received.yields`). Marks flushed by a `clear` are
+echoed but recorded apart (`Received.flushed`), never as audio played (`acks`).
+
 Importable: `PhoneCall` (async context manager) and `load_wav`. Audio given to `say` is
 PCM16 mono at 8 kHz; `load_wav` converts any WAV.
 """
@@ -24,6 +30,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import re
 import time
 import urllib.parse
 import uuid
@@ -43,6 +50,7 @@ RATE = 8000
 FRAME_BYTES = 160  # 20 ms of mu-law
 FRAME_S = 0.02
 _SILENCE = b"\xff" * FRAME_BYTES  # mu-law code of 0
+_END_MARK = re.compile(r"-end(\.\d+)?$")
 
 
 def load_wav(path: str | Path) -> bytes:
@@ -67,8 +75,30 @@ class Received:
     media_turn: list[int] = field(default_factory=list)  # turn of each media (from marks)
     marks: list[tuple[float, str]] = field(default_factory=list)
     acks: list[tuple[float, str]] = field(default_factory=list)
+    #: Marks echoed at once because a `clear` dropped the audio before them.
+    flushed: list[tuple[float, str]] = field(default_factory=list)
     clears: list[float] = field(default_factory=list)
+    #: How many media had arrived at each clear (the same index as `clears`).
+    clear_media: list[int] = field(default_factory=list)
     audio: bytearray = field(default_factory=bytearray)  # agent audio, mu-law
+
+    def _cleared_turn(self, i: int) -> int:
+        n = self.clear_media[i]
+        return self.media_turn[n - 1] if n else -1
+
+    def cuts(self) -> list[float]:
+        """Clears after which nothing more of the reply they cleared came: barge-ins."""
+        out = []
+        for i, t in enumerate(self.clears):
+            turn, n = self._cleared_turn(i), self.clear_media[i]
+            if turn < 0 or turn not in self.media_turn[n:]:
+                out.append(t)
+        return out
+
+    def yields(self) -> list[float]:
+        """Clears after which the reply came again (ducked, or resumed): the agent yielding."""
+        cut = set(self.cuts())
+        return [t for t in self.clears if t not in cut]
 
     def media_after(self, t: float) -> list[tuple[float, int]]:
         return [m for m in self.media if m[0] > t]
@@ -131,6 +161,7 @@ class PhoneCall:
         self._chunk = 0
         self._play_end = 0.0
         self._pending_marks: deque[tuple[float, str]] = deque()
+        self._flushing: set[str] = set()  # pending marks a clear flushed
         self._unassigned = 0  # media since the last mark, not yet attributed to a turn
         self._tasks: list[asyncio.Task[None]] = []
         self._mark_wakeup = asyncio.Event()
@@ -255,7 +286,7 @@ class PhoneCall:
         async with asyncio.timeout(timeout):
             while True:
                 for t, name in self.rx.acks:
-                    if t > after and name.endswith("-end"):
+                    if t > after and _END_MARK.search(name):
                         return name
                 self._acked.clear()
                 await self._acked.wait()
@@ -340,8 +371,10 @@ class PhoneCall:
                     self._mark_wakeup.set()
                 elif event == "clear":
                     self.rx.clears.append(now)
+                    self.rx.clear_media.append(len(self.rx.media))
                     self._cleared.set()
                     self._play_end = now
+                    self._flushing.update(n for _, n in self._pending_marks)
                     self._pending_marks = deque((now, n) for _, n in self._pending_marks)
                     self._mark_wakeup.set()
         except websockets.ConnectionClosed:
@@ -374,7 +407,11 @@ class PhoneCall:
                     await asyncio.wait_for(self._mark_wakeup.wait(), delay)
                 continue
             self._pending_marks.popleft()
-            self.rx.acks.append((time.monotonic(), name))
+            if name in self._flushing:
+                self._flushing.discard(name)
+                self.rx.flushed.append((time.monotonic(), name))
+            else:
+                self.rx.acks.append((time.monotonic(), name))
             self._acked.set()
             await self._send(
                 {

@@ -131,6 +131,13 @@ class ChainSTTStream:
         if fn is not None:
             fn()
 
+    def hurry(self, interval: float) -> None:
+        """Transcribe this utterance every `interval` s (a recogniser that streams its
+        interims anyway ignores it)."""
+        fn = getattr(self._active.stream, "hurry", None) if self._active else None
+        if fn is not None:
+            fn(interval)
+
     async def finalize(self) -> str:
         if self._opening is not None:
             with contextlib.suppress(Exception):

@@ -78,6 +78,36 @@ class Interrupted(Event):
 
 
 @dataclass(slots=True, frozen=True)
+class Duck(Event):
+    """Protocol v1.1: the caller may be taking the floor: play reply `turn_id` `gain_db`
+    quieter from now on (it goes on playing: a backchannel leaves only a dip)."""
+
+    type: ClassVar[str] = "duck"
+    turn_id: int
+    gain_db: float
+
+
+@dataclass(slots=True, frozen=True)
+class Pause(Event):
+    """Protocol v1.1: stop playing reply `turn_id` now, keeping what is not played yet
+    (`position_ms`: how much of it the server reckons was played)."""
+
+    type: ClassVar[str] = "pause"
+    turn_id: int
+    position_ms: int
+
+
+@dataclass(slots=True, frozen=True)
+class Resume(Event):
+    """Protocol v1.1: play reply `turn_id` again at full volume, from where it paused: no
+    gap, no repeat. Ends a `duck` as well as a `pause`."""
+
+    type: ClassVar[str] = "resume"
+    turn_id: int
+    position_ms: int
+
+
+@dataclass(slots=True, frozen=True)
 class Error(Event):
     type: ClassVar[str] = "error"
     code: str

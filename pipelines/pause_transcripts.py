@@ -1,4 +1,5 @@
-"""Early transcripts of the caller's pauses, for speculative replies.
+"""Early transcripts of the caller's pauses, for speculative replies (and of speech over
+the agent, which may be an interruption: `hurry`).
 
 A recogniser that can transcribe the utterance so far (Whisper's `speculate`) is asked
 once per pause, as soon as the pause lasts `after_ms`, and the request is called off
@@ -13,11 +14,12 @@ from collections.abc import Callable
 
 
 class PauseTranscripts:
-    __slots__ = ("_after_ms", "_asked", "_speculate", "_unspeculate")
+    __slots__ = ("_after_ms", "_asked", "_hurry", "_speculate", "_unspeculate")
 
     def __init__(self, stream: object, after_ms: float) -> None:
         self._speculate: Callable[[], None] | None = getattr(stream, "speculate", None)
         self._unspeculate: Callable[[], None] | None = getattr(stream, "unspeculate", None)
+        self._hurry: Callable[[float], None] | None = getattr(stream, "hurry", None)
         self._after_ms = after_ms
         self._asked = False
 
@@ -37,6 +39,11 @@ class PauseTranscripts:
             self._asked = False
             if self._unspeculate is not None:
                 self._unspeculate()
+
+    def hurry(self, interval: float) -> None:
+        """Transcribe the utterance that just began every `interval` s (until it ends)."""
+        if self._hurry is not None:
+            self._hurry(interval)
 
     def reset(self) -> None:
         """A new utterance, or the end of one: no pause is being transcribed."""

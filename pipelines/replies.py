@@ -8,8 +8,10 @@ one reply is current (shown and spoken). At most one more is held: a speculative
 the transcript of a pause, generated while the caller may still go on, and shown and
 spoken only if the turn ends as transcribed (`commit`); otherwise it is thrown away.
 
-`Replies` carries out what the Session decides (start, hold, commit, pause, resume,
-interrupt); it never judges the caller's speech. Its tasks come from the Session's
+`Replies` carries out what the Session decides (start, hold, commit, duck, pause, resume,
+interrupt); it never judges the caller's speech. Duck, pause and resume (protocol v1.1)
+act on the reply the listener hears: the current one, or the last one while its tail
+still plays. Its tasks come from the Session's
 `TaskScope` (`spawn`), so none of them outlives the session.
 """
 
@@ -56,6 +58,8 @@ class Reply:
     #: Started during a pause, before the turn ended (released by `commit`).
     speculative: bool = False
     commit: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Told to the listener: played quieter (`duck`), until `resume`.
+    ducked: bool = False
 
     @property
     def running(self) -> bool:
@@ -95,30 +99,71 @@ class Replies:
         self._clock = clock
         self._current: Reply | None = None
         self._held: Reply | None = None
+        #: The last reply whose audio was released, after its task ended (its tail plays).
+        self._tail: Reply | None = None
         #: When the reply audio released so far will have finished playing (listener's clock).
         self.audible_until = 0.0
         #: Clock time of the last barge-in (the transport measures its reaction from it).
         self.last_barge_in = 0.0
+        #: Clock time the agent last yielded to a candidate barge-in (ducked or paused).
+        self.last_yield = 0.0
 
     # -------------------------------------------------------------- current reply
     def busy(self, now: float) -> bool:
-        """A reply is being generated or its audio is still playing."""
+        """A reply is being generated or its audio is still playing (or paused)."""
         reply = self._current
-        return (reply is not None and reply.running) or now < self.audible_until
+        return (reply is not None and reply.running) or self._audible(now) is not None
+
+    def _audible(self, now: float) -> Reply | None:
+        """The reply the listener hears, or is about to hear: the current one, or the
+        last one while its released audio still plays or is paused."""
+        if self._current is not None:
+            return self._current
+        tail = self._tail
+        if tail is not None and (tail.playout.paused or now < tail.playout.playhead):
+            return tail
+        return None
 
     def start(self, turn_id: int, text: str, marks: dict[str, float]) -> None:
         """Answer `text` now; a held reply is stale and is dropped."""
         self.drop_held()
         self._current = self._launch(turn_id, text, marks, held=False)
 
+    def duck(self) -> None:
+        """A young candidate barge-in: the listener hears the reply quieter from now on."""
+        now = self._clock()
+        reply = self._audible(now)
+        if reply is None or reply.ducked:
+            return
+        reply.ducked = True
+        reply.playout.duck(now)
+        self._outbox.emit(ev.Duck(reply.turn_id, -abs(self.config.duck_db)))
+        self.last_yield = now
+
     def pause(self) -> None:
-        """Stop releasing audio (what was sent plays out): the caller may be barging in."""
-        if self._current is not None:
-            self._current.go.clear()
+        """Stop releasing audio, and the listener's playback where it is (protocol v1.1):
+        the caller may be barging in. Nothing is lost: `resume` plays on from there."""
+        now = self._clock()
+        reply = self._audible(now)
+        if reply is None:
+            return
+        reply.go.clear()
+        if reply.playout.pause(now):
+            self._outbox.emit(ev.Pause(reply.turn_id, _ms(reply.playout.heard_seconds(now))))
+            if not reply.ducked:
+                self.last_yield = now
 
     def resume(self) -> None:
-        if self._current is not None:
-            self._current.go.set()
+        """Full volume, and playing again from where the reply paused."""
+        now = self._clock()
+        reply = self._audible(now)
+        if reply is None:
+            return
+        reply.ducked = False
+        if reply.playout.resume(now):
+            self._outbox.emit(ev.Resume(reply.turn_id, _ms(reply.playout.heard_seconds(now))))
+            self.audible_until = max(self.audible_until, reply.playout.playhead)
+        reply.go.set()
 
     def interrupt(self) -> None:
         """Barge-in: cancel the current and the held reply, drop the queued audio, and
@@ -126,6 +171,7 @@ class Replies:
         self.drop_held()
         reply, self._current = self._current, None
         if reply is None or not reply.running:
+            self._cut_tail()
             return
         reply.cancel()
         self._outbox.drop_audio(reply.turn_id)
@@ -134,7 +180,17 @@ class Replies:
         self.audible_until = 0.0
         _stopped(reply, now)
         log.info("barge-in", extra={"session_id": self._session_id, "turn_id": reply.turn_id})
-        self._spawn(self._record(reply, self._heard(reply, now), interrupted=True))
+        self._spawn(self._record(reply, self._heard(reply, now, cut=True), interrupted=True))
+
+    def _cut_tail(self) -> None:
+        """A barge-in after the reply's last audio was released: a paused or ducked tail
+        is not left waiting for a `resume` that will not come."""
+        tail, self._tail = self._tail, None
+        if tail is not None and (tail.ducked or tail.playout.paused):
+            self._outbox.drop_audio(tail.turn_id)
+            self._outbox.emit(ev.Interrupted(tail.turn_id))
+            self.last_barge_in = self._clock()
+            self.audible_until = 0.0
 
     async def close(self) -> None:
         """The session ends mid-reply: record what was heard, as a barge-in would; otherwise
@@ -145,7 +201,7 @@ class Replies:
         reply.cancel()
         now = self._clock()
         _stopped(reply, now)
-        heard = self._heard(reply, now)
+        heard = self._heard(reply, now, cut=True)
         with contextlib.suppress(Exception):
             async with asyncio.timeout(2.0):
                 await self._record(reply, heard, interrupted=True)
@@ -229,6 +285,8 @@ class Replies:
             self._outbox.emit(ev.ResponseDone(reply.turn_id, reply.text.strip()))
         if self._current is reply:
             self._current = None
+            if reply.audio_started:
+                self._tail = reply
         self._records.report(marks, self.config.mode)
         await self._record(reply, reply.text.strip(), interrupted=False)
 
@@ -267,23 +325,27 @@ class Replies:
             self._outbox.emit(ev.AudioEnd(reply.turn_id))
 
     async def _send_audio(self, reply: Reply, chunk: bytes) -> None:
-        if not reply.go.is_set():  # held (speculative) or paused (a possible barge-in)
-            await reply.go.wait()
         playout = reply.playout
-        if not reply.audio_started:
-            reply.audio_started = True
-            reply.marks["first_audio"] = self._clock()
-            self._outbox.emit(ev.AudioStart(reply.turn_id, self.config.output_rate))
-        wait = playout.wait_before(self._clock())
-        if wait > 0:
+        while True:
+            if not reply.go.is_set():  # held (speculative) or paused (a possible barge-in)
+                await reply.go.wait()
+            if not reply.audio_started:
+                reply.audio_started = True
+                reply.marks["first_audio"] = self._clock()
+                self._outbox.emit(ev.AudioStart(reply.turn_id, self.config.output_rate))
+            wait = playout.wait_before(self._clock())
+            if wait <= 0:
+                break
             await asyncio.sleep(wait)
+            if reply.go.is_set():
+                break  # not paused meanwhile: release it
         await self._outbox.emit_audio(ev.AudioFrame(reply.turn_id, chunk))
         playout.release(len(chunk) / 2 / self.config.output_rate)
         self.audible_until = playout.playhead
 
     # ------------------------------------------------------------------ memory
-    def _heard(self, reply: Reply, now: float) -> str:
-        return reply.playout.heard_text(now) if self.config.tts else reply.text
+    def _heard(self, reply: Reply, now: float, *, cut: bool = False) -> str:
+        return reply.playout.heard_text(now, cut=cut) if self.config.tts else reply.text
 
     async def _record(self, reply: Reply, agent: str, *, interrupted: bool) -> None:
         await self._records.record(
@@ -295,6 +357,10 @@ class Replies:
             marks=reply.marks,
             speculative=reply.speculative,
         )
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)
 
 
 def _stopped(reply: Reply, now: float) -> None:

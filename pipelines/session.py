@@ -353,6 +353,9 @@ class Session:
         self._listening = True
         self._pauses.reset()
         assert self._stream is not None
+        if busy and self.config.barge_in_interim_s > 0:
+            # It may be an interruption: its first words decide it, so hear them early.
+            self._pauses.hurry(self.config.barge_in_interim_s)
         for frame in self._endpointer.take_preroll():
             self._stream.push(frame)
 
@@ -399,7 +402,9 @@ class Session:
         """Carry out what the floor decided."""
         replies = self._replies
         for act in acts:
-            if act is Act.PAUSE_REPLY:
+            if act is Act.DUCK_REPLY:
+                replies.duck()
+            elif act is Act.PAUSE_REPLY:
                 replies.pause()
             elif act is Act.RESUME_REPLY:
                 replies.resume()

@@ -48,6 +48,11 @@ class SessionConfig:
     #: (the server's AUDIO_MAX_SPEED and AUDIO_BURST_SECONDS).
     audio_max_speed: float = 1.5
     audio_burst_s: float = 3.0
+    #: A ducked reply (protocol v1.1 `duck`) plays this many dB quieter.
+    duck_db: float = 24.0
+    #: While the caller's speech may be an interruption, it is transcribed this often
+    #: (0: at the recogniser's usual interim cadence), so words of intent confirm it early.
+    barge_in_interim_s: float = 0.3
 
     def turn_rules(self, *, transcript_on_pause: bool) -> TurnConfig:
         """`turns` with the frame size and pause threshold the session's audio runs on;

@@ -16,13 +16,18 @@ The rules, each a `TurnConfig` field (settings in server/settings.py):
 * Speculative reply: an interim that arrives during a pause starts the reply, held silent; if
   the final transcript says the same it is released at once (`COMMIT`), if the caller goes on
   it is thrown away (`DROP_SPECULATION`).
-* Barge-in: speech while the agent talks is only a candidate. After
-  `barge_in_min_speech_ms` of voiced audio the reply pauses (`PAUSE_REPLY`); the interruption
-  is confirmed (`INTERRUPT`) by `barge_in_min_words` words that are not backchannels, filler
-  or the agent's own words echoed back, by a word of intent ("stop", "wait"), or by voiced
-  speech lasting `barge_in_confirm_ms` that is not a backchannel. A candidate that ends
-  without that (a cough, a noise burst, "mhm", echo) is dismissed and the reply resumes
-  (`RESUME_REPLY`): nothing of it is lost.
+* Barge-in: speech while the agent talks is only a candidate. At once (the first frame the
+  VAD calls speech) the reply is ducked (`DUCK_REPLY`: the listener hears it much
+  quieter, so the agent audibly yields within the VAD's onset time), and when the caller
+  stops for `duck_release_ms` it comes back to full volume (`RESUME_REPLY`): a backchannel
+  or a cough leaves a dip in volume, never a silence. After `barge_in_pause_ms` of voiced
+  audio the reply pauses (`PAUSE_REPLY`: the listener's playback stops where it is). The
+  interruption is confirmed (`INTERRUPT`) by a word of intent ("stop", "wait") or
+  `barge_in_min_words` words that are not backchannels, filler or the agent's own words
+  echoed back, once `barge_in_min_speech_ms` were voiced, or by voiced speech lasting
+  `barge_in_confirm_ms` that is not a backchannel. A candidate that ends without that (a
+  cough, a noise burst, "mhm", echo) is dismissed and the reply resumes (`RESUME_REPLY`)
+  where it paused: nothing of it is lost.
 """
 
 from __future__ import annotations
@@ -82,9 +87,12 @@ def completion(text: str) -> Completion:
 class Act(enum.Enum):
     """What the Session must do."""
 
-    #: Stop releasing reply audio (already sent audio plays out): the caller may be barging in.
+    #: Lower the reply's volume: the caller may be barging in (a young candidate).
+    DUCK_REPLY = "duck_reply"
+    #: Stop the reply's playback where it is (nothing is lost): the candidate grew.
     PAUSE_REPLY = "pause_reply"
-    #: The candidate interruption was not one: release the reply's audio again.
+    #: The candidate interruption was not one (or is quiet for now): the reply plays on at
+    #: full volume, from where it paused.
     RESUME_REPLY = "resume_reply"
     #: Confirmed barge-in: cancel the reply, drop its audio, keep what was heard.
     INTERRUPT = "interrupt"
@@ -110,10 +118,17 @@ class TurnConfig:
     #: Pause after which the recogniser is asked for a transcript (speculation).
     speculate_after_ms: int = 200
     speculative_reply: bool = True
+    #: Voiced speech over the agent before words can confirm an interruption.
     barge_in_min_speech_ms: int = 300
     barge_in_confirm_ms: int = 1200
     barge_in_min_words: int = 3
     barge_in_pause: bool = True
+    #: Voiced speech over the agent after which its reply pauses (ducked until then).
+    barge_in_pause_ms: int = 600
+    #: Duck the reply from the candidate's first frame (False: only pause it).
+    barge_in_duck: bool = True
+    #: Silence within a candidate after which a ducked (not paused) reply is loud again.
+    duck_release_ms: int = 200
     #: The recogniser transcribes each pause (Whisper's speculative final): wait for it.
     transcript_on_pause: bool = False
     frame_ms: int = 20
@@ -140,6 +155,7 @@ class Utterance:
     voiced_ms: int = 0
     text: str = ""
     paused: bool = False
+    ducked: bool = False
     confirmed: bool = False
     in_pause: bool = False
     pause_text_pending: bool = False
@@ -166,8 +182,12 @@ class TurnTaker:
         self._agent_words = set(words(text))
 
     # ------------------------------------------------------------------- user side
-    def speech_started(self, agent_busy: bool, voiced_ms: int = 0) -> tuple[Utterance, list[Act]]:
+    def speech_started(
+        self, agent_busy: bool, voiced_ms: int = 0, *, duck: bool = True
+    ) -> tuple[Utterance, list[Act]]:
         """VAD start. `agent_busy`: a reply is being generated or is still playing.
+        `duck`: the start may duck the reply at once (False: only a voiced frame may, as
+        behind a phone line's echo gate).
 
         Returns the new utterance and, if a held reply of the previous utterance was pending,
         `DROP_SPECULATION` (the caller went on before it was committed).
@@ -179,6 +199,9 @@ class TurnTaker:
             acts.append(Act.DROP_SPECULATION)
         utt = Utterance(during_reply=agent_busy, voiced_ms=voiced_ms)
         self.current = utt
+        if agent_busy and duck and self.config.barge_in_duck:
+            utt.ducked = True
+            acts.append(Act.DUCK_REPLY)
         return utt, acts
 
     def frame(self, voiced: bool, silence_ms: float) -> list[Act]:
@@ -202,13 +225,7 @@ class TurnTaker:
             utt.in_pause = True
             utt.pause_text_pending = cfg.transcript_on_pause and not utt.candidate
         if utt.candidate:
-            if (
-                cfg.barge_in_pause
-                and not utt.paused
-                and utt.voiced_ms >= cfg.barge_in_min_speech_ms
-            ):
-                utt.paused = True
-                acts.append(Act.PAUSE_REPLY)
+            acts.extend(self._yield_floor(utt, voiced, silence_ms))
             if utt.voiced_ms >= cfg.barge_in_confirm_ms and not self._dismissable(utt.text):
                 acts.extend(self._confirm(utt))
         if silence_ms >= self.end_threshold_ms(utt):
@@ -252,7 +269,9 @@ class TurnTaker:
         if utt.candidate:
             if self._wants_floor(text):
                 return [*drop, *self._confirm(utt), Act.RESPOND]
-            return [*drop, Act.RESUME_REPLY, Act.DISMISS] if utt.paused else [*drop, Act.DISMISS]
+            held_back = utt.paused or utt.ducked
+            utt.paused = utt.ducked = False
+            return [*drop, Act.RESUME_REPLY, Act.DISMISS] if held_back else [*drop, Act.DISMISS]
         if not words(text):
             return [*drop, Act.DISMISS]
         if speculated is not None and words(speculated) == words(text):
@@ -294,8 +313,28 @@ class TurnTaker:
         self.current = utt if utt.speculated is not None else None
         return Act.END_TURN
 
+    def _yield_floor(self, utt: Utterance, voiced: bool, silence_ms: float) -> list[Act]:
+        """How much of the floor a candidate gets, frame by frame: the reply is ducked
+        while the caller's voice is on, loud again when it stops for a moment, and paused
+        once the candidate has lasted long enough to be more than a sound."""
+        cfg = self.config
+        if cfg.barge_in_pause and not utt.paused and utt.voiced_ms >= cfg.barge_in_pause_ms:
+            utt.paused = True
+            utt.ducked = False
+            return [Act.PAUSE_REPLY]
+        if utt.paused or not cfg.barge_in_duck:
+            return []
+        if voiced and not utt.ducked:
+            utt.ducked = True
+            return [Act.DUCK_REPLY]
+        if utt.ducked and silence_ms >= cfg.duck_release_ms:
+            utt.ducked = False
+            return [Act.RESUME_REPLY]
+        return []
+
     @staticmethod
     def _confirm(utt: Utterance) -> list[Act]:
         utt.confirmed = True
         utt.paused = False
+        utt.ducked = False
         return [Act.INTERRUPT]

@@ -115,6 +115,9 @@ class Engine:
             barge_in_confirm_ms=s.barge_in_confirm_ms,
             barge_in_min_words=s.barge_in_min_words,
             barge_in_pause=s.barge_in_pause,
+            barge_in_pause_ms=s.barge_in_pause_ms,
+            barge_in_duck=s.barge_in_duck,
+            duck_release_ms=s.duck_release_ms,
             **({"backchannels": frozenset(s.backchannel_words)} if s.backchannel_words else {}),
         )
         overrides.setdefault("speculate_after_ms", s.speculate_after_ms)
@@ -122,6 +125,8 @@ class Engine:
         overrides.setdefault("echo_gate_dbfs", s.echo_gate_dbfs)
         overrides.setdefault("audio_max_speed", s.audio_max_speed)
         overrides.setdefault("audio_burst_s", s.audio_burst_seconds)
+        overrides.setdefault("duck_db", s.barge_in_duck_db)
+        overrides.setdefault("barge_in_interim_s", s.barge_in_interim_ms / 1000)
         return SessionConfig(endpointer=endpointer, turns=turns, **overrides)
 
     def new_session(

@@ -227,8 +227,41 @@ class Settings(LimitSettings):
     )
     barge_in_min_speech_ms: int = _env(
         "BARGE_IN_MIN_SPEECH_MS",
-        "Voiced speech over the agent before anything happens (then its audio pauses).",
+        "Voiced speech over the agent before its words can confirm an interruption.",
         _int(20, 5000),
+        default=300,
+    )
+    barge_in_pause_ms: int = _env(
+        "BARGE_IN_PAUSE_MS",
+        "Voiced speech over the agent after which its audio pauses where it is (until then "
+        "it is only ducked); it resumes from there if the speech was not an interruption.",
+        _int(20, 10000),
+        default=600,
+    )
+    barge_in_duck: bool = _env(
+        "BARGE_IN_DUCK",
+        "Duck the agent's audio from the first frame of speech over it (protocol v1.1 "
+        "`duck`); back to full volume when the caller stops for DUCK_RELEASE_MS.",
+        _bool,
+        default=True,
+    )
+    barge_in_duck_db: float = _env(
+        "BARGE_IN_DUCK_DB",
+        "How much quieter a ducked reply plays, in dB.",
+        _float(6.0, 60.0),
+        default=24.0,
+    )
+    duck_release_ms: int = _env(
+        "DUCK_RELEASE_MS",
+        "Silence in speech over the agent after which a ducked reply is loud again.",
+        _int(20, 5000),
+        default=200,
+    )
+    barge_in_interim_ms: int = _env(
+        "BARGE_IN_INTERIM_MS",
+        "How often speech over the agent is transcribed while it may be an interruption "
+        "(words of intent confirm it); 0 = at INTERIM_INTERVAL_MS like any speech.",
+        _int(0, 5000),
         default=300,
     )
     barge_in_confirm_ms: int = _env(
@@ -246,7 +279,8 @@ class Settings(LimitSettings):
     )
     barge_in_pause: bool = _env(
         "BARGE_IN_PAUSE",
-        "Pause the agent's audio while a possible interruption is judged (resumes if not).",
+        "Pause the agent's audio once speech over it lasts BARGE_IN_PAUSE_MS (resumes if "
+        "it was not an interruption).",
         _bool,
         default=True,
     )

@@ -135,6 +135,8 @@ class WhisperStream:
         self._executor = executor
         self._on_interim = on_interim
         self._interval = interval
+        #: This utterance's cadence when hurried (a candidate barge-in), else None.
+        self._hurried: float | None = None
         self._buf = bytearray()
         self._interim_task: asyncio.Task[None] | None = None
         self._spec: tuple[int, asyncio.Task[str]] | None = None
@@ -152,11 +154,11 @@ class WhisperStream:
         inference takes longer than the interval), skipping when little audio is new."""
         loop = asyncio.get_running_loop()
         last_len = 0
-        await asyncio.sleep(self._interval)
+        await asyncio.sleep(self._cadence)
         while True:
             started = loop.time()
             size = len(self._buf)
-            if size - last_len >= 0.3 * _BYTES_PER_SECOND:
+            if size - last_len >= min(0.3, 0.8 * self._cadence) * _BYTES_PER_SECOND:
                 before, last_len = last_len, size
                 try:
                     text = await self._executor.run(
@@ -170,7 +172,17 @@ class WhisperStream:
                     text, last_len = "", before
                 if text and not self._closed:
                     self._on_interim(text)
-            await asyncio.sleep(max(0.05, self._interval - (loop.time() - started)))
+            await asyncio.sleep(max(0.05, self._cadence - (loop.time() - started)))
+
+    @property
+    def _cadence(self) -> float:
+        return self._hurried if self._hurried is not None else self._interval
+
+    def hurry(self, interval: float) -> None:
+        """Transcribe this utterance every `interval` s: it may be the caller barging in,
+        and its first words decide it. The next utterance is back to the usual cadence."""
+        if 0 < interval < self._interval:
+            self._hurried = interval
 
     def speculate(self) -> None:
         """The speaker paused: start the final transcript of what we have now."""
@@ -199,6 +211,7 @@ class WhisperStream:
 
     async def finalize(self) -> str:
         self._stop_interims()
+        self._hurried = None
         pcm, self._buf = bytes(self._buf), bytearray()
         spec, self._spec = self._spec, None
         if spec is not None:
@@ -211,6 +224,7 @@ class WhisperStream:
 
     def discard(self) -> None:
         self._stop_interims()
+        self._hurried = None
         self.unspeculate()
         self._buf = bytearray()
 

@@ -65,6 +65,10 @@ const player = {
   end: (turnId) => player.current.end && player.current.end(turnId),
   push: (data) => wsPlayer.push(data),
   stop: () => player.current.stop(),
+  // Over WebRTC the server ducks and pauses its own track: the RtcPlayer has nothing to do.
+  duck: (turnId, gainDb) => player.current.duck && player.current.duck(turnId, gainDb),
+  pause: (turnId) => player.current.pause && player.current.pause(turnId),
+  resume: (turnId) => player.current.resume && player.current.resume(turnId),
 };
 
 const restored = hasStoredSessionId(); // a reload: the session may have a past to show
@@ -211,6 +215,18 @@ function onMessage(msg) {
     case "audio_end":
       player.end(msg.turn_id);
       break;
+    case "duck":
+      player.duck(msg.turn_id, msg.gain_db);
+      noteYield(msg);
+      break;
+    case "pause":
+      player.pause(msg.turn_id);
+      noteYield(msg);
+      break;
+    case "resume":
+      player.resume(msg.turn_id);
+      noteYield(msg);
+      break;
     case "interrupted":
       hooks.interruptedReceived += 1;
       stopPlayback();
@@ -229,6 +245,11 @@ function onMessage(msg) {
       break;
   }
   syncHooks();
+}
+
+function noteYield(msg) {
+  hooks.yields.push({ type: msg.type, turn: msg.turn_id, at: performance.now() });
+  if (hooks.yields.length > 50) hooks.yields.shift();
 }
 
 function stopPlayback() {

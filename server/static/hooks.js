@@ -22,6 +22,8 @@ export const hooks = {
   audioChunksPlayed: 0,
   interruptedReceived: 0,
   bargeIns: 0,
+  // protocol v1.1: the agent yielding to a possible barge-in ({type, turn, at} each)
+  yields: [],
   replyDeltas: 0,
   lastInterimTranscript: "",
   lastFinalTranscript: "",

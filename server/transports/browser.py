@@ -41,6 +41,8 @@ from server.validation import MAX_AUDIO_FRAME_BYTES, valid_session_id
 log = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = 1
+#: Protocol 1.1 = 1 plus `duck`, `pause` and `resume` (a version 1 client ignores them).
+PROTOCOL_REVISION = 1
 _CLOSING = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED)
 #: How long a silent or stalled browser is kept (tests shorten it).
 LIVENESS = LivenessConfig()
@@ -233,6 +235,7 @@ def _ready_fields(session_id: str, cfg: SessionConfig) -> dict[str, Any]:
         "mode": cfg.mode,
         "tts": cfg.tts,
         "protocol": PROTOCOL_VERSION,
+        "revision": PROTOCOL_REVISION,
     }
 
 

@@ -5,7 +5,10 @@ Twilio sends JSON text frames: `connected`, `start` (streamSid, callSid, customP
 `dtmf` and `stop`. We send `media` (the agent's voice, 20 ms mu-law payloads), a `mark`
 after every chunk (named `t<turn>-<ms>`: the echo tells the Session how much of the reply
 the caller has heard; `t<turn>-end` after a reply's last chunk) and `clear` on barge-in,
-so the caller stops hearing the agent at once.
+so the caller stops hearing the agent at once. While the caller may be barging in, the
+reply is ducked, paused and resumed with `clear` and the unheard audio sent again
+(server/transports/phone_playback.py); each `clear` adds a generation to the mark names
+(`t<turn>-<ms>.<generation>`).
 
 The session id derives from the CallSid, so the call's captures and context are found under
 `call-<CallSid>`. Anything malformed is logged and ignored: a phone call never dies of it.
@@ -32,11 +35,12 @@ from typing import Any
 from aiohttp import WSMessage, WSMsgType, web
 
 from audio.mulaw import mulaw_decode, mulaw_encode
-from pipelines.events import AudioEnd, AudioFrame, Event, Interrupted
+from pipelines.events import AudioEnd, AudioFrame, Duck, Event, Interrupted, Pause, Resume
 from pipelines.session import Session
 from server.appkeys import ENGINE, STREAM_GATE
 from server.liveness import LivenessConfig
 from server.transports.base import CLOSE_UNAUTHORIZED, Admission, Opening, Refusal
+from server.transports.phone_playback import Clear, Media, Out, PhonePlayback
 from server.transports.twilio_tokens import TOKEN_PARAM, StreamGate, TokenRefused
 from server.transports.websocket import WebSocketPeer
 
@@ -47,7 +51,7 @@ PAYLOAD_BYTES = 160  # 20 ms of mu-law at 8 kHz
 #: A Twilio media payload is 20 ms (160 bytes); more than a second of audio is not Twilio.
 MAX_PAYLOAD_BYTES = 8000
 _ID_CHARS = re.compile(r"[^A-Za-z0-9_-]")
-_MARK = re.compile(r"^t(\d{1,9})-(\d{1,9}|end)$")
+_MARK = re.compile(r"^t(\d{1,9})-(\d{1,9}|end)(?:\.(\d{1,9}))?$")
 _CLOSING = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED)
 _E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 _WITHHELD = frozenset({"+266696687", "+7378742833", "+2562533", "+8656696", "+86282452253"})
@@ -121,7 +125,7 @@ class TwilioCall(WebSocketPeer):
         self.call_sid = ""
         self.session: Session | None = None
         self.ignored = 0
-        self._sent_ms: dict[int, float] = {}
+        self._playback = PhonePlayback()
         self._cleared: set[int] = set()
 
     async def accept(self) -> Opening | None:
@@ -279,8 +283,10 @@ class TwilioCall(WebSocketPeer):
         if found is None:
             self._ignore("mark with an unknown name")
             return
-        if found.group(2) != "end":
-            session.playback_acked(int(found.group(1)), int(found.group(2)) / 1000)
+        turn_id, position = int(found.group(1)), found.group(2)
+        played = self._playback.acked(turn_id, position, int(found.group(3) or 0))
+        if played and position != "end":
+            session.playback_acked(turn_id, int(position) / 1000)
 
     async def _hang_up(self, session: Session) -> None:
         """The caller hung up: remember what they heard of an unfinished reply."""
@@ -295,29 +301,50 @@ class TwilioCall(WebSocketPeer):
 
     # ---------------------------------------------------------------------- output
     async def send(self, event: Event) -> None:
-        if isinstance(event, AudioFrame):
+        playback = self._playback
+        kind = type(event)
+        if kind is AudioFrame:
+            assert isinstance(event, AudioFrame)
             if event.turn_id not in self._cleared:
-                await self._send_audio(event, self._sent_ms)
-        elif isinstance(event, AudioEnd):
-            if event.turn_id in self._cleared:
-                return
-            # The reply is complete: its echo tells the caller side it finished playing.
-            await self._send_mark(f"t{event.turn_id}-end")
-        elif isinstance(event, Interrupted):
+                await self._put(playback.audio(event.turn_id, event.pcm))
+        elif kind is AudioEnd:
+            assert isinstance(event, AudioEnd)
+            if event.turn_id not in self._cleared:
+                # The reply is complete: its echo tells the caller side it finished playing.
+                await self._put(playback.end(event.turn_id))
+        elif kind is Interrupted:
+            assert isinstance(event, Interrupted)
             self._cleared.add(event.turn_id)
+            playback.interrupted(event.turn_id)
             await self._send({"event": "clear", "streamSid": self.stream_sid})
             self._log_clear(event.turn_id)
+        elif kind is Duck:
+            assert isinstance(event, Duck)
+            await self._put(playback.duck(event.turn_id, event.gain_db))
+        elif kind is Pause:
+            assert isinstance(event, Pause)
+            await self._put(playback.pause(event.turn_id))
+        elif kind is Resume:
+            assert isinstance(event, Resume)
+            await self._put(playback.resume(event.turn_id))
 
-    async def _send_audio(self, frame: AudioFrame, sent_ms: dict[int, float]) -> None:
-        ulaw = mulaw_encode(frame.pcm)
+    async def _put(self, outs: list[Out]) -> None:
+        for out in outs:
+            if isinstance(out, Media):
+                await self._send_media(out.pcm)
+                await self._send_mark(out.mark)
+            elif isinstance(out, Clear):
+                await self._send({"event": "clear", "streamSid": self.stream_sid})
+            else:
+                await self._send_mark(out.mark)
+
+    async def _send_media(self, pcm: bytes) -> None:
+        ulaw = mulaw_encode(pcm)
         for off in range(0, len(ulaw), PAYLOAD_BYTES):
             payload = base64.b64encode(ulaw[off : off + PAYLOAD_BYTES]).decode()
             await self._send(
                 {"event": "media", "streamSid": self.stream_sid, "media": {"payload": payload}}
             )
-        total = sent_ms.get(frame.turn_id, 0.0) + len(ulaw) * 1000 / RATE
-        sent_ms[frame.turn_id] = total
-        await self._send_mark(f"t{frame.turn_id}-{round(total)}")
 
     async def _send_mark(self, name: str) -> None:
         await self._send({"event": "mark", "streamSid": self.stream_sid, "mark": {"name": name}})

@@ -35,8 +35,9 @@ from aiohttp import web
 
 from admin.apidoc import STRING, describe, error, obj
 from admin.apidoc import json as json_answer
+from audio.pcm import gain_db_to_factor, scale
 from audio.resample import StreamResampler
-from pipelines.events import AudioFrame, Event, Interrupted
+from pipelines.events import AudioFrame, Duck, Event, Interrupted, Pause, Resume
 from pipelines.session import MODES, Session, SessionInputError
 from server.appkeys import ENGINE, LIMITS, SETTINGS
 from server.http_errors import json_error, require_json
@@ -499,8 +500,19 @@ class WebRTCTransport:
         if type(event) is AudioFrame:
             self._out.play(event.turn_id, event.pcm)
             return
-        if type(event) is Interrupted and self._out is not None:
-            self._out.drop(event.turn_id)
+        out = self._out
+        if out is not None:
+            kind = type(event)
+            if kind is Interrupted:
+                assert isinstance(event, Interrupted)
+                out.drop(event.turn_id)
+            elif kind is Duck:
+                assert isinstance(event, Duck)
+                out.duck(event.gain_db)
+            elif kind is Pause:
+                out.pause()
+            elif kind is Resume:
+                out.resume()
         await self._send_json(event.to_dict())
 
     async def _send_json(self, message: dict[str, Any]) -> None:
@@ -703,14 +715,31 @@ def _reply_track_class() -> type:
             self._dropped: set[int] = set()
             self._start = 0.0
             self._pts = -1
+            #: Protocol v1.1 on the server's side of the track: the browser plays what
+            #: the track carries, so ducking and pausing happen here, frame by frame.
+            self._gain = 1.0
+            self._paused = False
 
         def play(self, turn_id: int, pcm: bytes) -> None:
             if turn_id not in self._dropped:
                 self._queue += pcm
 
+        def duck(self, gain_db: float) -> None:
+            self._gain = gain_db_to_factor(gain_db)
+
+        def pause(self) -> None:
+            """Silence from the next frame on; what is queued waits for `resume`."""
+            self._paused = True
+
+        def resume(self) -> None:
+            self._paused = False
+            self._gain = 1.0
+
         def drop(self, turn_id: int) -> None:
             """Barge-in: what is queued is not played, nor anything more of this turn."""
             self._queue.clear()
+            self._paused = False
+            self._gain = 1.0
             self._dropped.add(turn_id)
             if len(self._dropped) > 64:
                 self._dropped = set(sorted(self._dropped)[-32:])
@@ -731,11 +760,13 @@ def _reply_track_class() -> type:
                 if wait > 0:
                     await asyncio.sleep(wait)
             queue = self._queue
-            if queue:
+            if queue and not self._paused:
                 chunk = bytes(queue[:FRAME_BYTES])
                 del queue[:FRAME_BYTES]
                 if len(chunk) < FRAME_BYTES:
                     chunk += silence[len(chunk) :]
+                if self._gain != 1.0:
+                    chunk = scale(chunk, self._gain)
             else:
                 chunk = silence
             frame = av.AudioFrame(format="s16", layout="mono", samples=FRAME_SAMPLES)

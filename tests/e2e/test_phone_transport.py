@@ -71,20 +71,23 @@ async def test_barge_in_clears_drops_the_reply_and_remembers_the_acknowledged_pa
         await asyncio.sleep(max(0.0, first + 1.5 - time.monotonic()))
         talk = synth("Hold on, I want to ask something about those numbers.", 8000)
         start, _ = await call.say(talk + silence(1.0, 8000))
-        await call.wait_media(call.rx.clears[0] if call.rx.clears else start, timeout=10)
+        await call.wait_media(call.rx.clears[-1] if call.rx.clears else start, timeout=10)
         await asyncio.sleep(0.5)
         hung_up = time.monotonic()
     rx = call.rx
-    # One clear for the barge-in (a second one may come for the next reply at hang-up).
-    assert rx.clears[0] > start and all(t > hung_up for t in rx.clears[1:])
-    clear_t = rx.clears[0]
+    # One cut for the barge-in (a second one may come for the next reply at hang-up);
+    # the clears before it are the agent yielding (ducked, then paused).
+    cuts = rx.cuts()
+    assert cuts[0] > start and all(t > hung_up for t in cuts[1:])
+    clear_t = cuts[0]
+    assert all(start < t < clear_t for t in rx.clears if t < clear_t)
     cut_turn = rx.turns()[0]
     later = [rx.media_turn[i] for i, (t, _) in enumerate(rx.media) if t > clear_t]
     assert later and cut_turn not in later  # the reply to the interruption, nothing else
     acked = [
-        int(name.split("-")[1])
+        int(name.split("-")[1].split(".")[0])
         for t, name in rx.acks
-        if t < clear_t and name.startswith(f"t{cut_turn}-") and not name.endswith("end")
+        if t < clear_t and name.startswith(f"t{cut_turn}-") and "-end" not in name
     ]
     heard_s = max(acked) / 1000
     rows = await _history(phone, "call-CAbarge")

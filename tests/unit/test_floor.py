@@ -34,30 +34,31 @@ def test_a_new_turn_to_an_idle_agent_drops_a_held_reply_and_is_no_interruption()
     assert acts_of(speak(floor, "v" * 100)) == []
 
 
-def test_speech_over_the_agent_pauses_it_and_intent_confirms_the_barge_in():
-    floor = Floor(TurnConfig(barge_in_min_speech_ms=300))
-    assert floor.speech_started(agent_busy=True, voiced_ms=0) == []
+def test_speech_over_the_agent_ducks_then_pauses_it_and_intent_confirms_the_barge_in():
+    floor = Floor(TurnConfig(barge_in_min_speech_ms=300, barge_in_pause_ms=300))
+    assert floor.speech_started(agent_busy=True, voiced_ms=0) == [Act.DUCK_REPLY]
     events = speak(floor, "v" * 20)
     assert events == [(14, Act.PAUSE_REPLY)]  # 15 voiced frames = 300 ms
     assert floor.interim("wait") == [Act.INTERRUPT]
 
 
 def test_the_echo_gate_keeps_quiet_frames_from_taking_the_floor():
-    cfg = TurnConfig(barge_in_min_speech_ms=300)
+    cfg = TurnConfig(barge_in_min_speech_ms=300, barge_in_pause_ms=300)
     floor = Floor(cfg)
     floor.gate_echo(-45.0)
-    floor.speech_started(agent_busy=True, voiced_ms=0)
-    assert acts_of(speak(floor, "v" * 40, QUIET)) == []  # echo: never voiced, no pause
-    assert acts_of(speak(floor, "v" * 15, LOUD)) == [Act.PAUSE_REPLY]
+    # Behind the echo gate the agent ducks for the caller's first loud frame, not before.
+    assert floor.speech_started(agent_busy=True, voiced_ms=0) == []
+    assert acts_of(speak(floor, "v" * 40, QUIET)) == []  # echo: never voiced, no dip
+    assert acts_of(speak(floor, "v" * 15, LOUD)) == [Act.DUCK_REPLY, Act.PAUSE_REPLY]
     ungated = Floor(cfg)
-    ungated.speech_started(agent_busy=True, voiced_ms=0)
+    assert ungated.speech_started(agent_busy=True, voiced_ms=0) == [Act.DUCK_REPLY]
     assert acts_of(speak(ungated, "v" * 15, QUIET)) == [Act.PAUSE_REPLY]
 
 
 def test_a_backchannel_over_the_agent_resumes_it_and_is_not_answered():
     floor = Floor()
-    floor.speech_started(agent_busy=True, voiced_ms=0)
-    assert Act.PAUSE_REPLY in acts_of(speak(floor, "v" * 20))
+    assert floor.speech_started(agent_busy=True, voiced_ms=0) == [Act.DUCK_REPLY]
+    assert acts_of(speak(floor, "v" * 20)) == []  # 400 ms: ducked, not paused
     floor.speech_ended()
     verdict = floor.final(floor.utterance_ended(), "Mhm.", caller_went_on=False)
     assert verdict == Verdict("Mhm.", (Act.RESUME_REPLY,))

@@ -128,26 +128,64 @@ def test_new_speech_drops_a_pending_speculation_of_the_ended_turn():
     assert tt.final(utt, "Black holes.") == [Act.RESPOND]  # the session carries it over
 
 
-def test_barge_in_pauses_then_confirms_after_enough_voiced_speech():
-    cfg = TurnConfig(barge_in_min_speech_ms=300, barge_in_confirm_ms=900)
+def test_barge_in_ducks_at_once_pauses_then_confirms_after_enough_voiced_speech():
+    cfg = TurnConfig(barge_in_min_speech_ms=300, barge_in_pause_ms=300, barge_in_confirm_ms=900)
     tt = TurnTaker(cfg)
-    utt, _ = tt.speech_started(agent_busy=True, voiced_ms=120)
+    utt, acts = tt.speech_started(agent_busy=True, voiced_ms=120)
+    assert acts == [Act.DUCK_REPLY]  # the first frame the VAD calls speech
     acts = run(tt, "v" * 60)
     # 120 ms at start + 9 frames = 300 ms: pause; 39 frames more = 900 ms: interrupt.
     assert acts == [(8, Act.PAUSE_REPLY), (38, Act.INTERRUPT)]
-    assert utt.confirmed and not utt.candidate
+    assert utt.confirmed and not utt.candidate and not utt.ducked and not utt.paused
 
 
-def test_short_speech_over_the_agent_does_nothing():
-    tt = TurnTaker(TurnConfig(barge_in_min_speech_ms=300))
+def test_a_ducked_reply_is_loud_again_as_soon_as_the_caller_stops():
+    tt = TurnTaker(TurnConfig(duck_release_ms=200, barge_in_pause_ms=600))
+    utt, acts = tt.speech_started(agent_busy=True, voiced_ms=120)
+    assert acts == [Act.DUCK_REPLY]
+    # 100 ms more of "mhm", a 200 ms breath, then "mhm" again.
+    acts = run(tt, "v" * 5 + "." * 10 + "v" * 5 + "." * 10)
+    assert acts == [
+        (14, Act.RESUME_REPLY),  # 10 unvoiced frames = 200 ms
+        (15, Act.DUCK_REPLY),
+        (29, Act.RESUME_REPLY),
+    ]
+    assert not utt.ducked
+    assert tt.final(utt, "Mhm, mhm.") == [Act.DISMISS]  # nothing left to give back
+
+
+def test_a_candidate_that_grows_is_paused_and_stays_paused_through_its_pauses():
+    tt = TurnTaker(TurnConfig(barge_in_pause_ms=600, duck_release_ms=200))
     utt, _ = tt.speech_started(agent_busy=True, voiced_ms=120)
+    acts = run(tt, "v" * 24 + "." * 20)
+    # 120 + 24 x 20 = 600 ms voiced at frame 23: paused; a 400 ms pause does not release it.
+    assert acts == [(23, Act.PAUSE_REPLY)]
+    assert utt.paused and not utt.ducked
+    assert tt.final(utt, "") == [Act.RESUME_REPLY, Act.DISMISS]
+
+
+def test_no_duck_when_the_agent_is_quiet_or_ducking_is_off():
+    tt = TurnTaker(TurnConfig())
+    _, acts = tt.speech_started(agent_busy=False)
+    assert Act.DUCK_REPLY not in acts
+    tt = TurnTaker(TurnConfig(barge_in_duck=False, barge_in_pause_ms=300))
+    _, acts = tt.speech_started(agent_busy=True, voiced_ms=120)
+    assert acts == []
+    assert run(tt, "v" * 10 + "." * 12) == [(8, Act.PAUSE_REPLY)]
+
+
+def test_short_speech_over_the_agent_leaves_only_a_dip():
+    tt = TurnTaker(TurnConfig(barge_in_min_speech_ms=300, duck_release_ms=200))
+    utt, acts = tt.speech_started(agent_busy=True, voiced_ms=120)
+    assert acts == [Act.DUCK_REPLY]
     acts = run(tt, "v" * 5 + "." * 40)  # a cough: 220 ms voiced
-    assert [a for _, a in acts] == [Act.END_TURN]
+    assert [a for _, a in acts] == [Act.RESUME_REPLY, Act.END_TURN]
     assert tt.final(utt, "") == [Act.DISMISS]
 
 
 def test_noise_without_words_resumes_the_reply():
-    tt = TurnTaker(TurnConfig(barge_in_min_speech_ms=300, barge_in_confirm_ms=900))
+    cfg = TurnConfig(barge_in_min_speech_ms=300, barge_in_pause_ms=300, barge_in_confirm_ms=900)
+    tt = TurnTaker(cfg)
     utt, _ = tt.speech_started(agent_busy=True, voiced_ms=120)
     acts = run(tt, "v" * 15 + "." * 40)  # 420 ms of loud noise
     assert [a for _, a in acts] == [Act.PAUSE_REPLY, Act.END_TURN]
@@ -178,7 +216,8 @@ def test_a_few_content_words_do_not_block_the_duration_rule():
     run(tt, "v" * 20)
     assert tt.interim("Today I learned") == []  # one content word: not enough by itself
     acts = run(tt, "v" * 20)
-    assert [a for _, a in acts] == [Act.INTERRUPT]  # ...but it is speech, and long enough
+    # ...but it is speech: paused at 600 ms, and at 900 ms long enough to interrupt.
+    assert [a for _, a in acts] == [Act.PAUSE_REPLY, Act.INTERRUPT]
 
 
 def test_words_of_intent_or_enough_content_words_confirm_early():

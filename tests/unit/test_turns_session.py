@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Callable
+from typing import Any
 
 from pipelines import events as ev
 from pipelines.turns import TurnConfig
@@ -67,16 +68,17 @@ async def feed(session, pcm: bytes, pace: float = 0.0) -> None:
         await asyncio.sleep(pace)
 
 
-async def test_backchannel_pauses_the_reply_and_it_resumes_whole():
+async def _reply_with_backchannel(turns: TurnConfig) -> tuple[list[tuple[float, ev.Event]], Any]:
+    """A three-sentence reply with "Mhm." said over it; every event with its time."""
     store, sink = DictStore(), ListSink()
     llm = ScriptedLLM("One two three four. Five six seven eight. Nine ten eleven twelve.")
     stt = PauseSTT([], finals=["Mhm."])
     session, outbox = make_session(
-        stt=stt, llm=llm, voice=ToneTTS(0.5), store=store, sink=sink, audio_lead_s=0.1
-    )
+        stt=stt, llm=llm, voice=ToneTTS(0.5), store=store, sink=sink, audio_lead_s=0.1,
+        turns=turns,
+    )  # fmt: skip
     got: list[tuple[float, ev.Event]] = []
     loop = asyncio.get_running_loop()
-
     started, ended = asyncio.Event(), asyncio.Event()
 
     async def collect():
@@ -88,25 +90,52 @@ async def test_backchannel_pauses_the_reply_and_it_resumes_whole():
             elif isinstance(event, ev.AudioEnd):
                 ended.set()
 
+    mhm = synth("Mhm.") + silence(1.0)  # made before: Piper would block the loop meanwhile
     async with session:
         reader = asyncio.create_task(collect())
         session.submit_text("count for me")
         await asyncio.wait_for(started.wait(), 5)
-        await feed(session, synth("Mhm.") + silence(1.0), pace=0.02)
+        await feed(session, mhm, pace=0.02)
         await asyncio.wait_for(ended.wait(), 10)
         await asyncio.sleep(0.05)
         reader.cancel()
     events = [e for _, e in got]
     assert not any(isinstance(e, ev.Interrupted) for e in events)
-    audio_t = [t for t, e in got if isinstance(e, ev.AudioFrame)]
-    assert len(audio_t) == 15  # three 0.5 s sentences in 100 ms chunks: nothing lost
-    gaps = [b - a for a, b in itertools.pairwise(audio_t)]
-    assert max(gaps) > 0.4, "the reply never paused while the caller spoke"
+    audio = [e for e in events if isinstance(e, ev.AudioFrame)]
+    assert len(audio) == 15  # three 0.5 s sentences in 100 ms chunks: nothing lost
     finals = [e for e in events if isinstance(e, ev.Transcript) and e.final]
     assert [f.text for f in finals] == ["count for me", "Mhm."]
     assert len(llm.calls) == 1  # the backchannel was not answered
     assert store.data["s1"][0].agent == llm.reply
     assert sink.captures[0].metadata["interrupted"] is False
+    return got, session
+
+
+def _gaps(got: list[tuple[float, ev.Event]]) -> list[float]:
+    audio_t = [t for t, e in got if isinstance(e, ev.AudioFrame)]
+    return [b - a for a, b in itertools.pairwise(audio_t)]
+
+
+async def test_a_backchannel_ducks_the_reply_without_stopping_it():
+    got, _ = await _reply_with_backchannel(TurnConfig(barge_in_pause_ms=5000))
+    yields = [e for _, e in got if isinstance(e, ev.Duck | ev.Pause | ev.Resume)]
+    assert [type(e) for e in yields] == [ev.Duck, ev.Resume]
+    assert yields[0].gain_db == -24.0
+    assert max(_gaps(got)) < 0.2, "the reply stopped for a backchannel"
+    times = {type(e): t for t, e in got if isinstance(e, ev.Duck | ev.Resume)}
+    # Back to full volume soon after the "mhm" ends, not after the turn is judged.
+    assert times[ev.Resume] - times[ev.Duck] < 1.2
+
+
+async def test_a_longer_candidate_pauses_the_reply_and_it_resumes_whole():
+    got, _ = await _reply_with_backchannel(TurnConfig(barge_in_pause_ms=300))
+    yields = [e for _, e in got if isinstance(e, ev.Duck | ev.Pause | ev.Resume)]
+    assert [type(e) for e in yields] == [ev.Duck, ev.Pause, ev.Resume]
+    assert max(_gaps(got)) > 0.4, "the reply never paused while the caller spoke"
+    pause, resume = yields[1], yields[2]
+    assert isinstance(pause, ev.Pause) and isinstance(resume, ev.Resume)
+    assert pause.turn_id == resume.turn_id
+    assert resume.position_ms == pause.position_ms  # nothing counted as heard meanwhile
 
 
 async def test_confirmed_barge_in_remembers_only_the_acknowledged_audio():
