@@ -117,11 +117,11 @@ class Replies:
     def _audible(self, now: float) -> Reply | None:
         """The reply the listener hears, or is about to hear: the current one, or the
         last one while its released audio still plays or is paused."""
-        if self._current is not None:
-            return self._current
-        tail = self._tail
-        if tail is not None and (tail.playout.paused or now < tail.playout.playhead):
-            return tail
+        for reply in (self._current, self._tail):
+            if reply is not None and (
+                reply.running or reply.playout.paused or now < reply.playout.playhead
+            ):
+                return reply
         return None
 
     def start(self, turn_id: int, text: str, marks: dict[str, float]) -> None:

@@ -229,3 +229,26 @@ async def test_echo_of_the_agent_on_a_phone_line_does_not_barge_in():
         assert any(isinstance(e, ev.Interrupted) for e in events) is expect_cut
         if not expect_cut:
             assert store.data["s1"][0].agent == llm.reply  # heard whole, not cut by its echo
+
+
+async def test_a_failed_reply_leaves_nothing_to_yield():
+    """A reply whose model failed is over: the caller's next words are a new turn, not a
+    barge-in (no duck, no pause), and they are answered."""
+
+    class BrokenLLM(ScriptedLLM):
+        async def stream(self, user_text, history):
+            if user_text == "boom":
+                raise RuntimeError("model exploded")
+            async for d in super().stream(user_text, history):
+                yield d
+
+    stt = PauseSTT([], finals=["Hello there."])
+    session, outbox = make_session(stt=stt, llm=BrokenLLM("Hi."), voice=ToneTTS(0.2))
+    hello = synth("Hello there.") + silence(1.0)
+    async with session:
+        session.submit_text("boom")
+        events = await drain(outbox, ev.Error)
+        await feed(session, hello, pace=0.002)
+        events += await drain(outbox, ev.ResponseDone)
+    assert not [e for e in events if isinstance(e, ev.Duck | ev.Pause | ev.Resume)]
+    assert events[-1].text == "Hi."

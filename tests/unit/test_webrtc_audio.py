@@ -56,3 +56,32 @@ def test_gaps_are_filled_fading_then_silent_and_long_ones_are_not() -> None:
     conceal.before(2**32 - FRAME_SAMPLES, FRAME_SAMPLES, FRAME_BYTES)
     assert conceal.before(0, FRAME_SAMPLES, FRAME_BYTES) == []  # the timestamp wraps
     assert conceal.before(48000 * 5, FRAME_SAMPLES, FRAME_BYTES) == []
+
+
+async def test_the_reply_track_ducks_pauses_and_resumes_without_losing_a_sample() -> None:
+    """Protocol 1.1 over WebRTC happens in the server's track: a pause sends silence and
+    keeps the queue, a resume goes on from the next sample, a duck lowers by 24 dB."""
+    from server.transports.webrtc import _reply_track_class
+
+    track = _reply_track_class()()
+    ramp = np.arange(1, 4 * FRAME_SAMPLES + 1, dtype="<i2") * 4  # every sample its own value
+    track.play(1, ramp.tobytes())
+
+    async def frame() -> np.ndarray:
+        return (await track.recv()).to_ndarray().reshape(-1).astype(np.int32)
+
+    first = await frame()
+    track.pause()
+    paused = [await frame(), await frame()]
+    track.resume()
+    second = await frame()
+    track.duck(-24.0)
+    ducked = await frame()
+    track.resume()
+    fourth = await frame()
+    assert all(not f.any() for f in paused)  # silence while paused...
+    assert np.array_equal(np.concatenate([first, second]), ramp[: 2 * FRAME_SAMPLES])
+    expected = ramp[2 * FRAME_SAMPLES : 3 * FRAME_SAMPLES].astype(np.float64)
+    assert np.allclose(ducked, expected * 10 ** (-24 / 20), atol=1.0)  # ...quiet when ducked
+    assert np.array_equal(fourth, ramp[3 * FRAME_SAMPLES :])  # ...and nothing lost
+    track.stop()
