@@ -86,6 +86,13 @@ class Floor:
         self._taker.agent_said(text)
 
     @property
+    def judging_barge_in(self) -> bool:
+        """The caller is talking over the agent and it is not yet known whether it is an
+        interruption: its pauses are not turns to answer ahead (no speculative reply)."""
+        utt = self._utt
+        return utt is not None and utt.candidate
+
+    @property
     def speculated(self) -> str | None:
         """The transcript a `SPECULATE` act asks to answer ahead of the turn's end."""
         utt = self._taker.current

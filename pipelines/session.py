@@ -262,7 +262,9 @@ class Session:
             self._act(acts)
             if not self._listening:
                 return  # the turn ended
-        self._pauses.frame(silence)
+        if not self._floor.judging_barge_in:
+            # (A pause transcript would stop the candidate's quick interims, which decide it.)
+            self._pauses.frame(silence)
 
     def _guard_echo(self) -> None:
         """While the agent's audio plays, a stricter VAD and the floor's echo gate keep its

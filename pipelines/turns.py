@@ -114,7 +114,7 @@ class Act(enum.Enum):
 class TurnConfig:
     end_silence_ms: int = 500
     finished_silence_ms: int = 350
-    unfinished_silence_ms: int = 900
+    unfinished_silence_ms: int = 1600
     #: Pause after which the recogniser is asked for a transcript (speculation).
     speculate_after_ms: int = 200
     speculative_reply: bool = True
@@ -124,11 +124,11 @@ class TurnConfig:
     barge_in_min_words: int = 3
     barge_in_pause: bool = True
     #: Voiced speech over the agent after which its reply pauses (ducked until then).
-    barge_in_pause_ms: int = 600
+    barge_in_pause_ms: int = 1000
     #: Duck the reply from the candidate's first frame (False: only pause it).
     barge_in_duck: bool = True
     #: Silence within a candidate after which a ducked (not paused) reply is loud again.
-    duck_release_ms: int = 200
+    duck_release_ms: int = 300
     #: The recogniser transcribes each pause (Whisper's speculative final): wait for it.
     transcript_on_pause: bool = False
     frame_ms: int = 20

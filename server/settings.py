@@ -211,7 +211,7 @@ class Settings(LimitSettings):
         "END_SILENCE_UNFINISHED_MS",
         "Silence that ends a turn trailing off (and, so, because, um, the...).",
         _int(100, 5000),
-        default=900,
+        default=1600,
     )
     speculate_after_ms: int = _env(
         "SPECULATE_AFTER_MS",
@@ -236,7 +236,7 @@ class Settings(LimitSettings):
         "Voiced speech over the agent after which its audio pauses where it is (until then "
         "it is only ducked); it resumes from there if the speech was not an interruption.",
         _int(20, 10000),
-        default=600,
+        default=1000,
     )
     barge_in_duck: bool = _env(
         "BARGE_IN_DUCK",
@@ -255,7 +255,7 @@ class Settings(LimitSettings):
         "DUCK_RELEASE_MS",
         "Silence in speech over the agent after which a ducked reply is loud again.",
         _int(20, 5000),
-        default=200,
+        default=300,
     )
     barge_in_interim_ms: int = _env(
         "BARGE_IN_INTERIM_MS",

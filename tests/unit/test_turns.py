@@ -216,8 +216,7 @@ def test_a_few_content_words_do_not_block_the_duration_rule():
     run(tt, "v" * 20)
     assert tt.interim("Today I learned") == []  # one content word: not enough by itself
     acts = run(tt, "v" * 20)
-    # ...but it is speech: paused at 600 ms, and at 900 ms long enough to interrupt.
-    assert [a for _, a in acts] == [Act.PAUSE_REPLY, Act.INTERRUPT]
+    assert [a for _, a in acts] == [Act.INTERRUPT]  # ...but it is speech, and long enough
 
 
 def test_words_of_intent_or_enough_content_words_confirm_early():

@@ -26,6 +26,7 @@ class PauseSTT:
         self.pauses = list(pauses)
         self.finals = list(finals or [])
         self.speculated: list[str] = []
+        self.hurried: list[float] = []
 
     async def open(self, on_interim: Callable[[str], None]) -> PauseStream:
         return PauseStream(self, on_interim)
@@ -48,6 +49,9 @@ class PauseStream:
 
     def unspeculate(self) -> None:
         pass
+
+    def hurry(self, interval: float) -> None:
+        self.owner.hurried.append(interval)
 
     async def finalize(self) -> str:
         text = self.owner.finals.pop(0) if self.owner.finals else self.last
@@ -141,7 +145,8 @@ async def test_a_longer_candidate_pauses_the_reply_and_it_resumes_whole():
 async def test_confirmed_barge_in_remembers_only_the_acknowledged_audio():
     store = DictStore()
     llm = ScriptedLLM("One two three four. Five six seven eight. Nine ten eleven twelve.")
-    stt = PauseSTT([], finals=["Hold on, tell me about the moon."])
+    said = "Hold on, tell me about the moon."
+    stt = PauseSTT([said], finals=[said])
     session, outbox = make_session(
         stt=stt, llm=llm, store=store, audio_lead_s=0.3, playback_acks=True, tts=True
     )
@@ -242,7 +247,7 @@ async def test_a_failed_reply_leaves_nothing_to_yield():
             async for d in super().stream(user_text, history):
                 yield d
 
-    stt = PauseSTT([], finals=["Hello there."])
+    stt = PauseSTT(["Hello there."])
     session, outbox = make_session(stt=stt, llm=BrokenLLM("Hi."), voice=ToneTTS(0.2))
     hello = synth("Hello there.") + silence(1.0)
     async with session:
@@ -252,3 +257,21 @@ async def test_a_failed_reply_leaves_nothing_to_yield():
         events += await drain(outbox, ev.ResponseDone)
     assert not [e for e in events if isinstance(e, ev.Duck | ev.Pause | ev.Resume)]
     assert events[-1].text == "Hi."
+
+
+async def test_speech_over_the_agent_is_transcribed_quickly_and_not_as_a_pause():
+    """While it may be a barge-in, the caller's speech is transcribed on the short cadence,
+    and its pauses are not final-transcribed for a speculative reply (that would stop the
+    quick transcripts that decide it)."""
+    stt = PauseSTT(["never asked"], finals=["Mhm."])
+    llm = ScriptedLLM("One two three four. Five six seven eight. Nine ten eleven twelve.")
+    session, outbox = make_session(stt=stt, llm=llm, voice=ToneTTS(0.5), audio_lead_s=0.1)
+    mhm = synth("Mhm.") + silence(1.0)
+    async with session:
+        session.submit_text("count for me")
+        await drain(outbox, ev.AudioStart)
+        await feed(session, mhm, pace=0.02)
+        await drain(outbox, ev.AudioEnd)
+    assert stt.hurried == [0.3]
+    assert stt.speculated == []
+    assert len(llm.calls) == 1
