@@ -507,7 +507,7 @@ async def _over_reply(sc: Scenario, tk: Take, line: Line, out: Outcome) -> None:
     if not out.reply_lost and reply_end is not None:
         out.longest_silence = tl.longest_silence(onset, max(onset, reply_end))
         gaps = tl.silences(onset, reply_end)
-        if out.longest_silence > 0.0:
+        if out.longest_silence >= 0.05:
             a, b = max(gaps, key=lambda g: g[1] - g[0])
             out.notes.append(f"silent from +{a - onset:.2f} to +{b - onset:.2f} s")
         if line.transport == "browser":
