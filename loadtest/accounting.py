@@ -126,3 +126,202 @@ class LatenessHistogram:
             if seen >= target:
                 return (i + 1) * self.RES  # upper edge: never flatters the pacing
         return self.max
+
+
+@dataclass(slots=True)
+class Segment:
+    """A stretch of agent audio the listener hears, on the listener's clock."""
+
+    start: float
+    end: float
+    gain_db: float = 0.0
+    #: The reply (turn) it belongs to.
+    tag: int = 0
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.start
+
+
+class PlayerTimeline:
+    """When each piece of reply audio plays for the listener, under protocol 1.1.
+
+    Fed with arrival times like `PlayerModel` (audio chained gaplessly, `start_lead` after
+    an arrival that finds the player idle) and with the yields the listener is told of, as
+    server/static/player.js carries them out: `duck` plays on `gain_db` quieter, `pause`
+    stops at once and holds every unplayed sample (audio arriving meanwhile is held too),
+    `resume` plays the held audio from where it stopped at full volume, `stop`
+    (`interrupted`) drops everything not played and the rest of that turn. `clear` is the
+    phone's: what was not played is dropped, and audio sent after it plays as it comes.
+    """
+
+    def __init__(self, start_lead: float = PLAYER_START_LEAD_S) -> None:
+        self.start_lead = start_lead
+        self.segments: list[Segment] = []
+        #: Where the next audio goes on the timeline (-inf: the player is idle).
+        self.next_time = -math.inf
+        self.gain_db = 0.0
+        self.paused = False
+        #: (seconds, tag) not played yet while paused, in order.
+        self.held: list[tuple[float, int]] = []
+        self.tag = 0
+        self.stopped_tag: int | None = None
+        self.yield_tag: int | None = None
+        #: Seconds of audio that arrived and will never play (stopped, cleared, released).
+        self.dropped = 0.0
+        self.received: dict[int, float] = {}
+
+    # ---------------------------------------------------------------------- audio
+    def begin(self, now: float, tag: int) -> None:
+        """`audio_start` of turn `tag`: a new turn forgets audio held for another one."""
+        if tag != self.yield_tag:
+            self.yield_tag = None
+            self.dropped += sum(s for s, _ in self.held)
+            self.held = []
+            self.paused = False
+            if self.gain_db != 0.0:
+                self._set_gain(now, 0.0)
+        self.tag = tag
+
+    def push(self, now: float, seconds: float, tag: int | None = None) -> None:
+        tag = self.tag if tag is None else tag
+        self.received[tag] = self.received.get(tag, 0.0) + seconds
+        if tag == self.stopped_tag:
+            self.dropped += seconds
+            return
+        if self.paused:
+            self.held.append((seconds, tag))
+            return
+        self._schedule(now, seconds, tag, lead=True)
+
+    # ---------------------------------------------------------------------- yields
+    def duck(self, now: float, gain_db: float, tag: int | None = None) -> None:
+        self.yield_tag = tag
+        self._set_gain(now, gain_db)
+
+    def pause(self, now: float, tag: int | None = None) -> None:
+        self.yield_tag = tag
+        if self.paused:
+            return
+        self.paused = True
+        self.held = self._cut(now) + self.held
+        self.next_time = -math.inf
+
+    def resume(self, now: float, tag: int | None = None) -> None:
+        if tag is not None and tag not in (self.yield_tag, self.tag):
+            return
+        self._set_gain(now, 0.0)
+        if not self.paused:
+            return
+        self.paused = False
+        held, self.held = self.held, []
+        self.next_time = now
+        for seconds, t in held:
+            self._schedule(now, seconds, t, lead=False)
+
+    def stop(self, now: float) -> None:
+        """`interrupted`: silence now, forget the held audio and the rest of this turn."""
+        self.dropped += sum(s for s, _ in self._cut(now)) + sum(s for s, _ in self.held)
+        self.held = []
+        self.paused = False
+        self.yield_tag = None
+        if self.gain_db != 0.0:
+            self._set_gain(now, 0.0)
+        self.stopped_tag = self.tag
+        self.next_time = -math.inf
+
+    def clear(self, now: float) -> None:
+        """The phone's `clear`: drop what has not played; later audio plays as it comes."""
+        self.dropped += sum(s for s, _ in self._cut(now))
+        self.next_time = now
+
+    # --------------------------------------------------------------------- reading
+    def heard(self, tag: int | None = None, until: float = math.inf) -> float:
+        """Seconds of audio (of turn `tag`, or all) played by `until`."""
+        return sum(
+            max(0.0, min(s.end, until) - s.start)
+            for s in self.segments
+            if tag is None or s.tag == tag
+        )
+
+    def ducked(self, start: float = -math.inf, end: float = math.inf) -> float:
+        """Seconds played quieter than full volume within [start, end]."""
+        return sum(
+            max(0.0, min(s.end, end) - max(s.start, start))
+            for s in self.segments
+            if s.gain_db < 0.0
+        )
+
+    def end(self, tag: int | None = None) -> float | None:
+        """When the last scheduled audio (of turn `tag`) stops playing (None: none)."""
+        ends = [s.end for s in self.segments if tag is None or s.tag == tag]
+        return max(ends) if ends else None
+
+    def silences(self, start: float, end: float) -> list[tuple[float, float]]:
+        """The stretches within [start, end] with no agent audio playing (a ducked stretch
+        plays, quieter), in order."""
+        out: list[tuple[float, float]] = []
+        cursor = start
+        for s in sorted(self.segments, key=lambda s: s.start):
+            if cursor >= end or s.start >= end:
+                break
+            if s.end <= cursor:
+                continue
+            if s.start > cursor:
+                out.append((cursor, s.start))
+            cursor = s.end
+        if cursor < end:
+            out.append((cursor, end))
+        return out
+
+    def longest_silence(self, start: float, end: float) -> float:
+        """The longest of `silences(start, end)` (0 when there is none)."""
+        return max((b - a for a, b in self.silences(start, end)), default=0.0)
+
+    # ------------------------------------------------------------------- internals
+    def _schedule(self, now: float, seconds: float, tag: int, *, lead: bool) -> None:
+        if self.next_time < now:
+            self.next_time = now + (self.start_lead if lead else 0.0)
+        start = self.next_time
+        self.next_time += seconds
+        self.segments.append(Segment(start, self.next_time, self.gain_db, tag))
+
+    def _cut(self, now: float) -> list[tuple[float, int]]:
+        """Stop everything at `now`; the unplayed (seconds, tag), in order."""
+        kept: list[Segment] = []
+        unplayed: list[tuple[float, int]] = []
+        for s in self.segments:
+            if s.end <= now:
+                kept.append(s)
+            elif s.start >= now:
+                unplayed.append((s.seconds, s.tag))
+            else:
+                unplayed.append((s.end - now, s.tag))
+                kept.append(Segment(s.start, now, s.gain_db, s.tag))
+        self.segments = kept
+        return _merge(unplayed)
+
+    def _set_gain(self, now: float, gain_db: float) -> None:
+        """From `now` on, what plays (and what is scheduled) plays at `gain_db`."""
+        self.gain_db = gain_db
+        out: list[Segment] = []
+        for s in self.segments:
+            if s.end <= now:
+                out.append(s)
+            elif s.start >= now:
+                out.append(Segment(s.start, s.end, gain_db, s.tag))
+            else:
+                out.append(Segment(s.start, now, s.gain_db, s.tag))
+                out.append(Segment(now, s.end, gain_db, s.tag))
+        self.segments = out
+
+
+def _merge(pieces: list[tuple[float, int]]) -> list[tuple[float, int]]:
+    """Adjacent pieces of one turn as one."""
+    out: list[tuple[float, int]] = []
+    for seconds, tag in pieces:
+        if out and out[-1][1] == tag:
+            out[-1] = (out[-1][0] + seconds, tag)
+        else:
+            out.append((seconds, tag))
+    return out
