@@ -87,12 +87,17 @@ class Received:
         return self.media_turn[n - 1] if n else -1
 
     def cuts(self) -> list[float]:
-        """Clears after which nothing more of the reply they cleared came: barge-ins."""
+        """Clears after which nothing more of the reply they cleared came: barge-ins. A
+        pause's clear right before the cut (no media between the two) is the agent
+        yielding, not a second cut."""
         out = []
         for i, t in enumerate(self.clears):
             turn, n = self._cleared_turn(i), self.clear_media[i]
-            if turn < 0 or turn not in self.media_turn[n:]:
-                out.append(t)
+            if turn >= 0 and turn in self.media_turn[n:]:
+                continue  # the reply came again
+            if i + 1 < len(self.clears) and self.clear_media[i + 1] == n:
+                continue  # another clear follows before any media: that one is the cut
+            out.append(t)
         return out
 
     def yields(self) -> list[float]:

@@ -60,6 +60,10 @@ class Reply:
     commit: asyncio.Event = field(default_factory=asyncio.Event)
     #: Told to the listener: played quieter (`duck`), until `resume`.
     ducked: bool = False
+    #: Set when the reply is resumed or cut (`cut`: a barge-in stopped and recorded it), to wake the
+    #: wait for its last audio to be played (`Replies._played_out`).
+    settled: asyncio.Event = field(default_factory=asyncio.Event)
+    cut: bool = False
 
     @property
     def running(self) -> bool:
@@ -160,6 +164,7 @@ class Replies:
         if reply is None:
             return
         reply.ducked = False
+        reply.settled.set()
         if reply.playout.resume(now):
             self._outbox.emit(ev.Resume(reply.turn_id, _ms(reply.playout.heard_seconds(now))))
             self.audible_until = max(self.audible_until, reply.playout.playhead)
@@ -173,6 +178,7 @@ class Replies:
         if reply is None or not reply.running:
             self._cut_tail()
             return
+        reply.cut = True  # nothing more of it goes out, even before the cancel lands
         reply.cancel()
         self._outbox.drop_audio(reply.turn_id)
         self._outbox.emit(ev.Interrupted(reply.turn_id))
@@ -183,19 +189,29 @@ class Replies:
         self._spawn(self._record(reply, self._heard(reply, now, cut=True), interrupted=True))
 
     def _cut_tail(self) -> None:
-        """A barge-in after the reply's last audio was released: a paused or ducked tail
-        is not left waiting for a `resume` that will not come."""
+        """A barge-in (or a new turn) while the last audio of a finished reply still plays,
+        or waits ducked or paused: the listener stops hearing it, and it is recorded as far
+        as it was heard (what played under the caller's voice is not)."""
         tail, self._tail = self._tail, None
-        if tail is not None and (tail.ducked or tail.playout.paused):
-            self._outbox.drop_audio(tail.turn_id)
-            self._outbox.emit(ev.Interrupted(tail.turn_id))
-            self.last_barge_in = self._clock()
-            self.audible_until = 0.0
+        if tail is None or not tail.running or tail.cut:
+            return  # recorded already: its audio had finished playing
+        now = self._clock()
+        tail.cut = True
+        self._outbox.drop_audio(tail.turn_id)
+        self._outbox.emit(ev.Interrupted(tail.turn_id))
+        self.last_barge_in = now
+        self.audible_until = 0.0
+        _stopped(tail, now)
+        self._spawn(self._record(tail, self._heard(tail, now, cut=True), interrupted=True))
+        tail.settled.set()
 
     async def close(self) -> None:
         """The session ends mid-reply: record what was heard, as a barge-in would; otherwise
         it would be lost with the cancelled reply task."""
         reply, self._current = self._current, None
+        tail = self._tail
+        if reply is None and tail is not None and tail.running:
+            reply = tail  # its last audio is still playing: not recorded yet
         if reply is None or not reply.running:
             return
         reply.cancel()
@@ -207,11 +223,13 @@ class Replies:
                 await self._record(reply, heard, interrupted=True)
 
     def playback_acked(self, turn_id: int, seconds: float) -> None:
-        """The listener's player reports `seconds` of reply `turn_id` played (Twilio mark)."""
-        reply = self._current
-        if reply is not None and reply.turn_id == turn_id:
-            acked = reply.playout.acked or 0.0
-            reply.playout.acked = max(acked, seconds)
+        """The listener's player reports `seconds` of reply `turn_id` played (Twilio mark),
+        the current reply or the one whose last audio still plays."""
+        for reply in (self._current, self._tail):
+            if reply is not None and reply.turn_id == turn_id:
+                acked = reply.playout.acked or 0.0
+                reply.playout.acked = max(acked, seconds)
+                return
 
     # ---------------------------------------------------------------- held reply
     def hold(self, turn_id: int, text: str) -> None:
@@ -288,7 +306,25 @@ class Replies:
             if reply.audio_started:
                 self._tail = reply
         self._records.report(marks, self.config.mode)
-        await self._record(reply, reply.text.strip(), interrupted=False)
+        if await self._played_out(reply):
+            await self._record(reply, reply.text.strip(), interrupted=False)
+
+    async def _played_out(self, reply: Reply) -> bool:
+        """Wait until the listener has played the reply's last audio: True, or False if a
+        barge-in cut it meanwhile (the cut records it, as far as it was heard). While the
+        caller talks over its last words (ducked or paused), that is not yet known."""
+        while reply.audio_started and not reply.cut:
+            reply.settled.clear()
+            if reply.ducked or reply.playout.paused:
+                await reply.settled.wait()  # resumed, or cut
+                continue
+            wait = reply.playout.playhead - self._clock()
+            if wait <= 0:
+                return True
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await reply.settled.wait()
+        return not reply.cut
 
     async def _speak(self, reply: Reply, pieces: asyncio.Queue[str | None]) -> None:
         out_rate = self.config.output_rate
@@ -320,7 +356,7 @@ class Replies:
             reply.marks["tts_done"] = self._clock()
         if pending:
             await self._send_audio(reply, pending)
-        if reply.audio_started:
+        if reply.audio_started and not reply.cut:
             reply.marks["playout_end"] = playout.playhead
             self._outbox.emit(ev.AudioEnd(reply.turn_id))
 
@@ -339,6 +375,8 @@ class Replies:
             await asyncio.sleep(wait)
             if reply.go.is_set():
                 break  # not paused meanwhile: release it
+        if reply.cut:
+            return
         await self._outbox.emit_audio(ev.AudioFrame(reply.turn_id, chunk))
         playout.release(len(chunk) / 2 / self.config.output_rate)
         self.audible_until = playout.playhead

@@ -153,6 +153,9 @@ async def test_a_voice_and_a_text_turn_through_a_transport_defined_in_a_test(wor
     assert done.text == REPLY
     assert sum(len(e.pcm) for e in voice_turn if isinstance(e, ev.AudioFrame)) > 0
 
+    async with asyncio.timeout(5):  # recorded once its audio has played
+        while not store.data.get("mem-1"):  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
     peer.inbox.put_nowait(("text", "and interleaving?"))
     text_turn = await until(peer, ev.ResponseDone)
     assert text_turn[0] == ev.Transcript(2, "and interleaving?", True)

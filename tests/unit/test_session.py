@@ -29,6 +29,12 @@ def make_session(stt=None, llm=None, voice=None, store=None, sink=None, **cfg):
     return session, outbox
 
 
+async def until(condition, timeout: float) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():  # noqa: ASYNC110 (a condition on a fake, polled)
+            await asyncio.sleep(0.02)
+
+
 async def drain(outbox: Outbox, until: type[ev.Event], timeout: float = 5.0) -> list[ev.Event]:
     got: list[ev.Event] = []
     async with asyncio.timeout(timeout):
@@ -45,7 +51,8 @@ async def test_text_turn_event_order_and_capture():
     async with session:
         session.submit_text("I learned about photosynthesis")
         events = await drain(outbox, ev.AudioEnd)
-        await asyncio.sleep(0.05)
+        # Recorded once its 2 s of audio have played (released at once with this lead).
+        await until(lambda: sink.captures, 4.0)
     kinds = [e.type for e in events]
     assert kinds[0] == "transcript" and events[0].final
     assert kinds.index("response_delta") < kinds.index("response_done")
@@ -67,7 +74,7 @@ async def test_history_reaches_the_model_on_the_next_turn():
     async with session:
         session.submit_text("first topic")
         await drain(outbox, ev.AudioEnd)
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)  # its 0.1 s of audio has played: recorded
         session.submit_text("second topic")
         await drain(outbox, ev.AudioEnd)
     assert llm.calls[1][0] == "second topic"
@@ -274,3 +281,22 @@ async def test_push_to_talk_turns_do_not_share_their_sub_frame_remainder(rate):
     # Turn 2 is a constant negative level: no sample anywhere near turn 1's positive level.
     assert not (samples > 500).any()
     assert len(first) >= sent and len(second) >= sent
+
+
+async def test_a_new_turn_while_the_last_audio_plays_stops_it_and_remembers_what_was_heard():
+    """The reply's audio was all sent (its task is done) but is still playing when the user
+    types again: the listener stops hearing it, and it is remembered as far as it played."""
+    store = DictStore()
+    llm = ScriptedLLM("One two three four.")
+    session, outbox = make_session(llm=llm, voice=ToneTTS(1.0), store=store, audio_lead_s=10.0)
+    async with session:
+        session.submit_text("count for me")
+        events = await drain(outbox, ev.AudioEnd)  # the whole second went out at once
+        await asyncio.sleep(0.55)
+        session.submit_text("and then?")
+        events += await drain(outbox, ev.ResponseDone)
+        await asyncio.sleep(1.2)
+    assert ev.Interrupted(1) in events
+    first = store.data["s1"][0]
+    assert first.agent == "One two"  # 0.55 s of a 1 s, four-word sentence
+    assert llm.calls[1][1][0].agent == "One two"  # what the model is told was said

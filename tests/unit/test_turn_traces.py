@@ -226,7 +226,7 @@ async def test_a_real_session_s_turns_are_traced_without_their_words():
             session.feed_audio(bytes(640))
         session.talk_end()
         await _until(outbox, ev.AudioEnd)
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.3)  # its last 0.1 s plays out (then the turn is recorded)
     await t.aclose()
     spans = exporter.get_finished_spans()
     turns = sorted((s for s in spans if s.name == "voice.turn"), key=lambda s: s.start_time)

@@ -101,7 +101,7 @@ async def _reply_with_backchannel(turns: TurnConfig) -> tuple[list[tuple[float, 
         await asyncio.wait_for(started.wait(), 5)
         await feed(session, mhm, pace=0.02)
         await asyncio.wait_for(ended.wait(), 10)
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # the last 0.1 s of audio plays (then it is recorded)
         reader.cancel()
     events = [e for _, e in got]
     assert not any(isinstance(e, ev.Interrupted) for e in events)
@@ -230,7 +230,7 @@ async def test_echo_of_the_agent_on_a_phone_line_does_not_barge_in():
             await drain(outbox, ev.AudioStart)
             await feed(session, pcm + silence(0.8), pace=0.01)
             events = await drain(outbox, ev.AudioEnd if not expect_cut else ev.Interrupted)
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.3)  # the last 0.1 s plays out (then it is recorded)
         assert any(isinstance(e, ev.Interrupted) for e in events) is expect_cut
         if not expect_cut:
             assert store.data["s1"][0].agent == llm.reply  # heard whole, not cut by its echo
@@ -275,3 +275,37 @@ async def test_speech_over_the_agent_is_transcribed_quickly_and_not_as_a_pause()
     assert stt.hurried == [0.3]
     assert stt.speculated == []
     assert len(llm.calls) == 1
+
+
+async def test_a_reply_that_ends_under_the_callers_voice_is_remembered_up_to_the_duck():
+    """The reply's last audio went out ducked while the caller spoke; the caller was
+    interrupting: the exchange is recorded as interrupted, heard up to the duck, not as a
+    whole reply heard."""
+    store, sink = DictStore(), ListSink()
+    llm = ScriptedLLM("One two three four.")
+    said = "Hold on, tell me about the moon."
+    stt = PauseSTT([said], finals=[said])
+    session, outbox = make_session(
+        stt=stt, llm=llm, voice=ToneTTS(0.5), store=store, sink=sink, audio_lead_s=0.3
+    )
+    talk = synth(said) + silence(1.0)
+    async with session:
+        session.submit_text("count for me")
+        events = await drain(outbox, ev.AudioStart)
+        await asyncio.sleep(0.2)
+        await feed(session, talk, pace=0.02)
+        # The reply's text and audio were all sent before the caller spoke...
+        assert any(isinstance(e, ev.ResponseDone) for e in events)
+        events += await drain(outbox, ev.Interrupted)  # ...but it is cut under their voice
+        events += await drain(outbox, ev.ResponseDone)  # and the interruption is answered
+        for _ in range(50):
+            if len(sink.captures) >= 1:
+                break
+            await asyncio.sleep(0.05)
+    kinds = [type(e) for e in events]
+    assert ev.Duck in kinds and kinds.index(ev.Duck) < kinds.index(ev.Interrupted)
+    first = sink.captures[0]
+    assert first.metadata["interrupted"] is True
+    heard = store.data["s1"][0].agent.split()
+    assert len(heard) < 4 and "One two three four.".split()[: len(heard)] == heard
+    assert llm.calls[1][0] == said
