@@ -60,8 +60,8 @@ class Reply:
     commit: asyncio.Event = field(default_factory=asyncio.Event)
     #: Told to the listener: played quieter (`duck`), until `resume`.
     ducked: bool = False
-    #: Set when the reply is resumed or cut (`cut`: a barge-in stopped and recorded it), to wake the
-    #: wait for its last audio to be played (`Replies._played_out`).
+    #: Set when the reply is resumed or cut (`cut`: a barge-in stopped and recorded it), to
+    #: wake a finished reply waiting for that verdict to be recorded (`Replies._settled`).
     settled: asyncio.Event = field(default_factory=asyncio.Event)
     cut: bool = False
 
@@ -189,20 +189,23 @@ class Replies:
         self._spawn(self._record(reply, self._heard(reply, now, cut=True), interrupted=True))
 
     def _cut_tail(self) -> None:
-        """A barge-in (or a new turn) while the last audio of a finished reply still plays,
-        or waits ducked or paused: the listener stops hearing it, and it is recorded as far
-        as it was heard (what played under the caller's voice is not)."""
+        """A barge-in after the reply's last audio was released, while that audio plays
+        ducked or paused: it is not left waiting for a `resume` that will not come. If the
+        reply waits for this verdict to be recorded, it is recorded as far as it was heard
+        before the agent ducked. (A reply recorded already, as done, stays so: at most
+        its last `audio_lead_s` played under the caller's voice.)"""
         tail, self._tail = self._tail, None
-        if tail is None or not tail.running or tail.cut:
-            return  # recorded already: its audio had finished playing
+        if tail is None or tail.cut or not (tail.ducked or tail.playout.paused):
+            return
         now = self._clock()
         tail.cut = True
         self._outbox.drop_audio(tail.turn_id)
         self._outbox.emit(ev.Interrupted(tail.turn_id))
         self.last_barge_in = now
         self.audible_until = 0.0
-        _stopped(tail, now)
-        self._spawn(self._record(tail, self._heard(tail, now, cut=True), interrupted=True))
+        if tail.running:  # its record waits for this verdict
+            _stopped(tail, now)
+            self._spawn(self._record(tail, self._heard(tail, now, cut=True), interrupted=True))
         tail.settled.set()
 
     async def close(self) -> None:
@@ -210,8 +213,8 @@ class Replies:
         it would be lost with the cancelled reply task."""
         reply, self._current = self._current, None
         tail = self._tail
-        if reply is None and tail is not None and tail.running:
-            reply = tail  # its last audio is still playing: not recorded yet
+        if reply is None and tail is not None and tail.running and not tail.cut:
+            reply = tail  # its last audio went out under the caller's voice: not recorded
         if reply is None or not reply.running:
             return
         reply.cancel()
@@ -306,24 +309,17 @@ class Replies:
             if reply.audio_started:
                 self._tail = reply
         self._records.report(marks, self.config.mode)
-        if await self._played_out(reply):
+        if await self._settled(reply):
             await self._record(reply, reply.text.strip(), interrupted=False)
 
-    async def _played_out(self, reply: Reply) -> bool:
-        """Wait until the listener has played the reply's last audio: True, or False if a
-        barge-in cut it meanwhile (the cut records it, as far as it was heard). While the
-        caller talks over its last words (ducked or paused), that is not yet known."""
-        while reply.audio_started and not reply.cut:
+    async def _settled(self, reply: Reply) -> bool:
+        """The reply is done; if its last audio went out while the caller talks over it
+        (ducked or paused), wait until that is judged: True if it was not a barge-in (the
+        reply was heard), False if one cut it (the cut records it, as far as it was
+        heard)."""
+        while (reply.ducked or reply.playout.paused) and not reply.cut:
             reply.settled.clear()
-            if reply.ducked or reply.playout.paused:
-                await reply.settled.wait()  # resumed, or cut
-                continue
-            wait = reply.playout.playhead - self._clock()
-            if wait <= 0:
-                return True
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
-                    await reply.settled.wait()
+            await reply.settled.wait()
         return not reply.cut
 
     async def _speak(self, reply: Reply, pieces: asyncio.Queue[str | None]) -> None:

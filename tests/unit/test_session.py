@@ -281,22 +281,3 @@ async def test_push_to_talk_turns_do_not_share_their_sub_frame_remainder(rate):
     # Turn 2 is a constant negative level: no sample anywhere near turn 1's positive level.
     assert not (samples > 500).any()
     assert len(first) >= sent and len(second) >= sent
-
-
-async def test_a_new_turn_while_the_last_audio_plays_stops_it_and_remembers_what_was_heard():
-    """The reply's audio was all sent (its task is done) but is still playing when the user
-    types again: the listener stops hearing it, and it is remembered as far as it played."""
-    store = DictStore()
-    llm = ScriptedLLM("One two three four.")
-    session, outbox = make_session(llm=llm, voice=ToneTTS(1.0), store=store, audio_lead_s=10.0)
-    async with session:
-        session.submit_text("count for me")
-        events = await drain(outbox, ev.AudioEnd)  # the whole second went out at once
-        await asyncio.sleep(0.55)
-        session.submit_text("and then?")
-        events += await drain(outbox, ev.ResponseDone)
-        await asyncio.sleep(1.2)
-    assert ev.Interrupted(1) in events
-    first = store.data["s1"][0]
-    assert first.agent == "One two"  # 0.55 s of a 1 s, four-word sentence
-    assert llm.calls[1][1][0].agent == "One two"  # what the model is told was said
