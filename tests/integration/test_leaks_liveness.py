@@ -259,7 +259,9 @@ async def test_a_client_that_stops_reading_loses_its_connection(
         await loop.sock_connect(sock, ("127.0.0.1", port))
         request, _ = handshake_request("127.0.0.1", port, "/ws/stall-test")
         await loop.sock_sendall(sock, request)
-        await loop.sock_sendall(sock, masked_frame(1, json.dumps({"type": "start"}).encode()))
+        # Replies at 48 kHz: three times the bytes of 16 kHz, so the buffers fill sooner.
+        start = {"type": "start", "output_sample_rate": 48000}
+        await loop.sock_sendall(sock, masked_frame(1, json.dumps(start).encode()))
         engine = app[ENGINE]
         reset_after = None
         t0 = loop.time()
