@@ -119,7 +119,7 @@ class BrowserCall:
             loop = asyncio.get_running_loop()
             self._tasks = [loop.create_task(self._reader())]
             await self._ws.send_json(
-                {"type": "start", "sample_rate": self.rate, "mode": "continuous"}
+                {"type": "start", "sample_rate": self.rate, "mode": "continuous", "revision": 1}
             )
             await asyncio.wait_for(self._ready.wait(), 10)
         except BaseException:

@@ -109,6 +109,10 @@ class Floor:
         utt, self._utt = self._utt, None
         return utt
 
+    def abandoned(self, utt: Utterance | None) -> list[Act]:
+        """The utterance's final transcript failed: what to undo (a held-back reply)."""
+        return self._taker.abandoned(utt) if utt is not None else []
+
     def final(self, utt: Utterance | None, text: str, *, caller_went_on: bool) -> Verdict:
         """The final transcript of an ended utterance. `caller_went_on`: the caller is
         already speaking again (a new utterance began before this transcript arrived)."""

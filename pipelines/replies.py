@@ -158,9 +158,13 @@ class Replies:
                 self.last_yield = now
 
     def resume(self) -> None:
-        """Full volume, and playing again from where the reply paused."""
+        """Full volume, and playing again from where the reply paused (also for a reply
+        whose audio has played out meanwhile: the listener is not left ducked)."""
         now = self._clock()
         reply = self._audible(now)
+        tail = self._tail
+        if reply is None and tail is not None and (tail.ducked or tail.playout.paused):
+            reply = tail
         if reply is None:
             return
         reply.ducked = False
@@ -213,7 +217,13 @@ class Replies:
         it would be lost with the cancelled reply task."""
         reply, self._current = self._current, None
         tail = self._tail
-        if reply is None and tail is not None and tail.running and not tail.cut:
+        if (
+            reply is None
+            and tail is not None
+            and tail.running
+            and not tail.cut
+            and (tail.ducked or tail.playout.paused)
+        ):
             reply = tail  # its last audio went out under the caller's voice: not recorded
         if reply is None or not reply.running:
             return
@@ -317,7 +327,7 @@ class Replies:
         (ducked or paused), wait until that is judged: True if it was not a barge-in (the
         reply was heard), False if one cut it (the cut records it, as far as it was
         heard)."""
-        while (reply.ducked or reply.playout.paused) and not reply.cut:
+        while reply.audio_started and (reply.ducked or reply.playout.paused) and not reply.cut:
             reply.settled.clear()
             await reply.settled.wait()
         return not reply.cut

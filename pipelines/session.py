@@ -390,13 +390,22 @@ class Session:
     ) -> None:
         """`marks`: when the caller started and stopped speaking and the turn was ended."""
         assert self._stream is not None
-        text = (await self._stream.finalize()).strip()
+        try:
+            text = (await self._stream.finalize()).strip()
+        except Exception:
+            self._act(self._floor.abandoned(utt))  # a reply it held back plays on
+            raise
         marks["stt_final"] = self._clock()
         verdict = self._floor.final(utt, text, caller_went_on=self._listening)
         self.outbox.emit(ev.Transcript(turn_id, verdict.shown, True))
         if verdict.commit and self._replies.commit(turn_id, verdict.answer, marks):
             return
-        self._act(verdict.acts)
+        acts = verdict.acts
+        if self._floor.judging_barge_in:
+            # The caller is already talking over the reply again: that utterance decides
+            # whether it plays on, not this one's verdict.
+            acts = tuple(a for a in acts if a is not Act.RESUME_REPLY)
+        self._act(acts)
         if verdict.answer:
             self._replies.start(turn_id, verdict.answer, marks)
 

@@ -50,6 +50,10 @@ class SessionConfig:
     audio_burst_s: float = 3.0
     #: A ducked reply (protocol v1.1 `duck`) plays this many dB quieter.
     duck_db: float = 24.0
+    #: The listener's player acts on `duck`, `pause` and `resume` (a protocol 1.1 client;
+    #: over WebRTC and the phone the server does it). False, a protocol 1 client: the reply
+    #: is not ducked and pauses after `barge_in_min_speech_ms`, as in protocol 1.
+    listener_yields: bool = True
     #: While the caller's speech may be an interruption, it is transcribed this often
     #: (0: at the recogniser's usual interim cadence), so words of intent confirm it early.
     barge_in_interim_s: float = 0.3
@@ -57,9 +61,14 @@ class SessionConfig:
     def turn_rules(self, *, transcript_on_pause: bool) -> TurnConfig:
         """`turns` with the frame size and pause threshold the session's audio runs on;
         `transcript_on_pause`: the recogniser transcribes pauses (see `TurnConfig`)."""
-        return replace(
+        turns = replace(
             self.turns,
             frame_ms=self.endpointer.frame_ms,
             speculate_after_ms=self.speculate_after_ms,
             transcript_on_pause=transcript_on_pause,
         )
+        if not self.listener_yields:
+            turns = replace(
+                turns, barge_in_duck=False, barge_in_pause_ms=turns.barge_in_min_speech_ms
+            )
+        return turns

@@ -254,6 +254,15 @@ class TurnTaker:
             acts.append(self._end(utt))  # the pause is already long enough for these words
         return acts
 
+    def abandoned(self, utt: Utterance) -> list[Act]:
+        """The utterance will never have a final transcript (the recogniser failed): a
+        reply it held back plays on."""
+        if self.current is utt:
+            self.current = None
+        held_back = utt.candidate and (utt.paused or utt.ducked)
+        utt.paused = utt.ducked = False
+        return [Act.RESUME_REPLY] if held_back else []
+
     def ended(self, utt: Utterance) -> None:
         """The utterance ended by the endpointer's own limit (or by force)."""
         utt.ended = True

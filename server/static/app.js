@@ -92,7 +92,9 @@ const startMessage = () => ({
   output_sample_rate: OUTPUT_RATE,
   mode,
   tts: true,
+  revision: 1, // protocol 1.1: this page acts on duck, pause and resume
 });
+let serverRevision = 0;
 let conn = makeConnection();
 
 // ------------------------------------------------------------------ connection
@@ -180,13 +182,16 @@ function onMessage(msg) {
     case "ready":
       hooks.sessionId = msg.session_id;
       hooks.serverMode = msg.mode;
+      serverRevision = Number(msg.revision) || 0;
       break;
     case "vad":
       hooks.vadSpeaking = Boolean(msg.speaking);
       ui.vad.dataset.on = String(hooks.vadSpeaking);
       ui.vad.textContent = hooks.vadSpeaking ? "Speech" : "Silence";
-      // The user started talking over the reply: stop it now, not when the server says so.
-      if (hooks.vadSpeaking && mode === "continuous") stopPlayback();
+      // The user started talking over the reply. A protocol 1.1 server ducks it at once
+      // and stops it only for an interruption (`duck`, `pause`, `interrupted`); an older
+      // one does not: stop it now, not when the server says so.
+      if (hooks.vadSpeaking && mode === "continuous" && serverRevision < 1) stopPlayback();
       break;
     case "transcript":
       if (msg.final) {

@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 PROTOCOL_VERSION = 1
 #: Protocol 1.1 = 1 plus `duck`, `pause` and `resume` (a version 1 client ignores them).
 PROTOCOL_REVISION = 1
+#: Until its `start` says `revision: 1`, a client is taken for a protocol 1 client, whose
+#: player ignores `duck`, `pause` and `resume`.
+V1_LISTENER: dict[str, Any] = {"listener_yields": False}
 _CLOSING = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED)
 #: How long a silent or stalled browser is kept (tests shorten it).
 LIVENESS = LivenessConfig()
@@ -117,7 +120,7 @@ class BrowserTransport(WebSocketPeer):
             return None
         token = self.request.query.get("token")
         if token is not None:
-            return Opening(self.session_id, credential=token)
+            return Opening(self.session_id, V1_LISTENER, credential=token)
         # Clients wait for `ready` before they send `start`: greet with the defaults.
         await self.ws.send_str(json.dumps(_ready_fields(self.session_id, SessionConfig())))
         self._greeted = True
@@ -129,7 +132,7 @@ class BrowserTransport(WebSocketPeer):
             return None
         if self._first is None:
             return None
-        return Opening(self.session_id, credential=_start_token(self._first))
+        return Opening(self.session_id, V1_LISTENER, credential=_start_token(self._first))
 
     async def _first_message(self) -> WSMessage | None:
         """The first message that says something (pings, either kind, do not)."""
@@ -364,6 +367,14 @@ def _start_config(session: Session, message: dict[str, Any]) -> SessionConfig:
     tts = message.get("tts", True)
     if not isinstance(tts, bool):
         raise SessionInputError("invalid_message", "tts must be true or false")
+    revision = message.get("revision", 0)
+    if type(revision) is not int or revision < 0:
+        raise SessionInputError("invalid_message", "revision must be a whole number")
     return replace(
-        session.config, mode=mode, input_rate=sample_rate, output_rate=output_rate, tts=tts
+        session.config,
+        mode=mode,
+        input_rate=sample_rate,
+        output_rate=output_rate,
+        tts=tts,
+        listener_yields=revision >= PROTOCOL_REVISION,
     )

@@ -443,8 +443,9 @@ class WebRTCTransport:
         elif kind == "pong":
             pass
         elif kind == "start":
-            # Opus fixes the rates: only the mode and `tts` can change.
-            fixed = {**message, "sample_rate": RATE, "output_sample_rate": RATE}
+            # Opus fixes the rates: only the mode and `tts` can change. The server's own
+            # track ducks, pauses and resumes (protocol 1.1), whatever the client is.
+            fixed = {**message, "sample_rate": RATE, "output_sample_rate": RATE, "revision": 1}
             session.configure(_start_config(session, fixed))
             await self._send_json(self.ready(session))
         elif kind == "talk_start":
@@ -508,9 +509,10 @@ class WebRTCTransport:
                 out.drop(event.turn_id)
             elif kind is Duck:
                 assert isinstance(event, Duck)
-                out.duck(event.gain_db)
+                out.duck(event.turn_id, event.gain_db)
             elif kind is Pause:
-                out.pause()
+                assert isinstance(event, Pause)
+                out.pause(event.turn_id)
             elif kind is Resume:
                 out.resume()
         await self._send_json(event.to_dict())
@@ -719,16 +721,24 @@ def _reply_track_class() -> type:
             #: the track carries, so ducking and pausing happen here, frame by frame.
             self._gain = 1.0
             self._paused = False
+            self._turn = -1
 
         def play(self, turn_id: int, pcm: bytes) -> None:
-            if turn_id not in self._dropped:
-                self._queue += pcm
+            if turn_id in self._dropped:
+                return
+            if turn_id != self._turn:  # a new reply: not ducked or paused by the last one
+                self._turn = turn_id
+                self._gain = 1.0
+                self._paused = False
+            self._queue += pcm
 
-        def duck(self, gain_db: float) -> None:
+        def duck(self, turn_id: int, gain_db: float) -> None:
+            self._turn = turn_id  # (its audio may not have come yet)
             self._gain = gain_db_to_factor(gain_db)
 
-        def pause(self) -> None:
+        def pause(self, turn_id: int) -> None:
             """Silence from the next frame on; what is queued waits for `resume`."""
+            self._turn = turn_id
             self._paused = True
 
         def resume(self) -> None:

@@ -308,3 +308,40 @@ async def test_a_reply_that_ends_under_the_callers_voice_is_remembered_up_to_the
     heard = store.data["s1"][0].agent.split()
     assert len(heard) < 4 and llm.reply.split()[: len(heard)] == heard
     assert llm.calls[1][0] == said
+
+
+async def test_a_protocol_1_listener_is_not_ducked_and_the_reply_pauses_as_before():
+    """A WebSocket client that did not say `revision: 1` ignores duck/pause/resume: the
+    server pauses the reply after BARGE_IN_MIN_SPEECH_MS of speech over it, as in
+    protocol 1, and never ducks it."""
+    stt = PauseSTT([], finals=["Mhm."])
+    llm = ScriptedLLM("One two three four. Five six seven eight. Nine ten eleven twelve.")
+    session, outbox = make_session(
+        stt=stt, llm=llm, voice=ToneTTS(0.5), audio_lead_s=0.1, listener_yields=False
+    )
+    mhm = synth("Mhm.") + silence(1.0)
+    async with session:
+        session.submit_text("count for me")
+        events = await drain(outbox, ev.AudioStart)
+        await feed(session, mhm, pace=0.02)
+        events += await drain(outbox, ev.AudioEnd)
+    yields = [type(e) for e in events if isinstance(e, ev.Duck | ev.Pause | ev.Resume)]
+    assert yields == [ev.Pause, ev.Resume]
+    assert sum(isinstance(e, ev.AudioFrame) for e in events) == 15  # nothing lost
+
+
+async def test_a_text_only_reply_that_ends_while_the_caller_talks_is_recorded_at_once():
+    """Without audio there is nothing ducked to wait for: the reply is recorded when done."""
+    store = DictStore()
+    stt = PauseSTT([], finals=["Mhm."])
+    llm = ScriptedLLM("One two three four five six.", gap=0.05)
+    session, outbox = make_session(stt=stt, llm=llm, store=store, tts=False)
+    mhm = synth("Mhm.") + silence(1.0)
+    async with session:
+        session.submit_text("count for me")
+        await drain(outbox, ev.ResponseDelta)
+        feeding = asyncio.create_task(feed(session, mhm, pace=0.02))
+        await drain(outbox, ev.ResponseDone)
+        await asyncio.sleep(0.2)
+        assert store.data["s1"][0].agent == llm.reply  # before the "mhm" is even judged
+        await feeding

@@ -71,11 +71,11 @@ async def test_the_reply_track_ducks_pauses_and_resumes_without_losing_a_sample(
         return (await track.recv()).to_ndarray().reshape(-1).astype(np.int32)
 
     first = await frame()
-    track.pause()
+    track.pause(1)
     paused = [await frame(), await frame()]
     track.resume()
     second = await frame()
-    track.duck(-24.0)
+    track.duck(1, -24.0)
     ducked = await frame()
     track.resume()
     fourth = await frame()
@@ -84,4 +84,8 @@ async def test_the_reply_track_ducks_pauses_and_resumes_without_losing_a_sample(
     expected = ramp[2 * FRAME_SAMPLES : 3 * FRAME_SAMPLES].astype(np.float64)
     assert np.allclose(ducked, expected * 10 ** (-24 / 20), atol=1.0)  # ...quiet when ducked
     assert np.array_equal(fourth, ramp[3 * FRAME_SAMPLES :])  # ...and nothing lost
+    # A duck that a reply never resumed does not carry over to the next reply.
+    track.duck(1, -24.0)
+    track.play(2, ramp[:FRAME_SAMPLES].tobytes())
+    assert np.array_equal(await frame(), ramp[:FRAME_SAMPLES])
     track.stop()

@@ -124,3 +124,19 @@ def test_a_duck_before_the_replys_audio_applies_to_it():
     assert pb.duck(7, -24.0) == [Clear()]
     [m] = pb.audio(7, _chunk(8000))
     assert isinstance(m, Media) and rms_dbfs(m.pcm) < rms_dbfs(_chunk(8000)) - 20
+
+
+def test_a_websocket_client_says_it_acts_on_the_new_events_with_revision_1():
+    from pipelines.session_config import SessionConfig, SessionInputError
+    from server.transports.browser import _start_config
+
+    class _Session:
+        config = SessionConfig(listener_yields=False)
+
+    assert _start_config(_Session(), {"type": "start", "revision": 1}).listener_yields
+    assert not _start_config(_Session(), {"type": "start"}).listener_yields
+    for bad in (-1, "1", 1.5, True):
+        with pytest.raises(SessionInputError):
+            _start_config(_Session(), {"type": "start", "revision": bad})
+    rules = SessionConfig(listener_yields=False).turn_rules(transcript_on_pause=False)
+    assert not rules.barge_in_duck and rules.barge_in_pause_ms == rules.barge_in_min_speech_ms
