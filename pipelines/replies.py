@@ -105,6 +105,8 @@ class Replies:
         self._held: Reply | None = None
         #: The last reply whose audio was released, after its task ended (its tail plays).
         self._tail: Reply | None = None
+        #: Records of finished replies being written: `close` lets them finish.
+        self._recording: set[asyncio.Task[None]] = set()
         #: When the reply audio released so far will have finished playing (listener's clock).
         self.audible_until = 0.0
         #: Clock time of the last barge-in (the transport measures its reaction from it).
@@ -214,7 +216,8 @@ class Replies:
 
     async def close(self) -> None:
         """The session ends mid-reply: record what was heard, as a barge-in would; otherwise
-        it would be lost with the cancelled reply task."""
+        it would be lost with the cancelled reply task. Records being written finish."""
+        await self._finish_records()
         reply, self._current = self._current, None
         tail = self._tail
         if (
@@ -234,6 +237,14 @@ class Replies:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(2.0):
                 await self._record(reply, heard, interrupted=True)
+
+    async def _finish_records(self, timeout_s: float = 2.0) -> None:
+        pending = set(self._recording)
+        if not pending:
+            return
+        _, late = await asyncio.wait(pending, timeout=timeout_s)
+        for task in late:  # the store hangs: no task outlives the session
+            task.cancel()
 
     def playback_acked(self, turn_id: int, seconds: float) -> None:
         """The listener's player reports `seconds` of reply `turn_id` played (Twilio mark),
@@ -320,7 +331,16 @@ class Replies:
                 self._tail = reply
         self._records.report(marks, self.config.mode)
         if await self._settled(reply):
-            await self._record(reply, reply.text.strip(), interrupted=False)
+            await self._keep(self._record(reply, reply.text.strip(), interrupted=False))
+
+    async def _keep(self, record: Coroutine[Any, Any, None]) -> None:
+        """Write a finished reply's record even if the session ends meanwhile: the client
+        may close as soon as it has the reply, which cancels the reply's task; `close`
+        waits for the record instead of losing it."""
+        task = asyncio.ensure_future(record)
+        self._recording.add(task)
+        task.add_done_callback(self._recording.discard)
+        await asyncio.shield(task)
 
     async def _settled(self, reply: Reply) -> bool:
         """The reply is done; if its last audio went out while the caller talks over it

@@ -281,3 +281,21 @@ async def test_push_to_talk_turns_do_not_share_their_sub_frame_remainder(rate):
     # Turn 2 is a constant negative level: no sample anywhere near turn 1's positive level.
     assert not (samples > 500).any()
     assert len(first) >= sent and len(second) >= sent
+
+
+async def test_a_client_that_leaves_as_soon_as_it_has_the_reply_loses_no_record():
+    """The client closes right after `response_done`, while the exchange is being written
+    to a slow store: the session's end waits for the record instead of cancelling it."""
+
+    class SlowStore(DictStore):
+        async def append_exchange(self, session_id, exchange):
+            await asyncio.sleep(0.2)
+            await super().append_exchange(session_id, exchange)
+
+    store, sink = SlowStore(), ListSink()
+    session, outbox = make_session(store=store, sink=sink, tts=False)
+    async with session:
+        session.submit_text("I learned about photosynthesis")
+        await drain(outbox, ev.ResponseDone)
+    assert [x.user for x in store.data["s1"]] == ["I learned about photosynthesis"]
+    assert len(sink.captures) == 1 and sink.captures[0].metadata["interrupted"] is False
