@@ -84,7 +84,7 @@ def scale(pcm: bytes | bytearray | memoryview, factor: float) -> bytes:
     """PCM16 LE with every sample multiplied by `factor` (rounded, saturated)."""
     mv = memoryview(pcm).cast("B")
     _check_even(mv.nbytes)
-    if factor == 1.0:
-        return bytes(mv)
+    if factor == 1.0:  # the common case on the phone's send path: no copy
+        return pcm if isinstance(pcm, bytes) else bytes(mv)
     x = np.frombuffer(mv, dtype=_PCM_DTYPE).astype(np.float32) * np.float32(factor)
     return np.clip(np.rint(x), -32768.0, 32767.0).astype(_PCM_DTYPE).tobytes()

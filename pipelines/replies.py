@@ -66,6 +66,11 @@ class Reply:
     cut: bool = False
 
     @property
+    def held_back(self) -> bool:
+        """Ducked or paused for a caller who may be barging in."""
+        return self.ducked or self.playout.paused
+
+    @property
     def running(self) -> bool:
         return self.task is not None and not self.task.done()
 
@@ -165,7 +170,7 @@ class Replies:
         now = self._clock()
         reply = self._audible(now)
         tail = self._tail
-        if reply is None and tail is not None and (tail.ducked or tail.playout.paused):
+        if reply is None and tail is not None and tail.held_back:
             reply = tail
         if reply is None:
             return
@@ -184,15 +189,9 @@ class Replies:
         if reply is None or not reply.running:
             self._cut_tail()
             return
-        reply.cut = True  # nothing more of it goes out, even before the cancel lands
         reply.cancel()
-        self._outbox.drop_audio(reply.turn_id)
-        self._outbox.emit(ev.Interrupted(reply.turn_id))
-        self.last_barge_in = now = self._clock()
-        self.audible_until = 0.0
-        _stopped(reply, now)
+        self._cut(reply, record=True)
         log.info("barge-in", extra={"session_id": self._session_id, "turn_id": reply.turn_id})
-        self._spawn(self._record(reply, self._heard(reply, now, cut=True), interrupted=True))
 
     def _cut_tail(self) -> None:
         """A barge-in after the reply's last audio was released, while that audio plays
@@ -201,18 +200,21 @@ class Replies:
         before the agent ducked. (A reply recorded already, as done, stays so: at most
         its last `audio_lead_s` played under the caller's voice.)"""
         tail, self._tail = self._tail, None
-        if tail is None or tail.cut or not (tail.ducked or tail.playout.paused):
+        if tail is None or tail.cut or not tail.held_back:
             return
-        now = self._clock()
-        tail.cut = True
-        self._outbox.drop_audio(tail.turn_id)
-        self._outbox.emit(ev.Interrupted(tail.turn_id))
-        self.last_barge_in = now
-        self.audible_until = 0.0
-        if tail.running:  # its record waits for this verdict
-            _stopped(tail, now)
-            self._spawn(self._record(tail, self._heard(tail, now, cut=True), interrupted=True))
+        self._cut(tail, record=tail.running)  # running: its record waits for this verdict
         tail.settled.set()
+
+    def _cut(self, reply: Reply, *, record: bool) -> None:
+        """The listener stops hearing `reply` now; `record`: remember it as far as heard."""
+        reply.cut = True  # nothing more of it goes out, even before a cancel lands
+        self._outbox.drop_audio(reply.turn_id)
+        self._outbox.emit(ev.Interrupted(reply.turn_id))
+        self.last_barge_in = now = self._clock()
+        self.audible_until = 0.0
+        if record:
+            _stopped(reply, now)
+            self._spawn(self._record(reply, self._heard(reply, now, cut=True), interrupted=True))
 
     async def close(self) -> None:
         """The session ends mid-reply: record what was heard, as a barge-in would; otherwise
@@ -220,13 +222,7 @@ class Replies:
         await self._finish_records()
         reply, self._current = self._current, None
         tail = self._tail
-        if (
-            reply is None
-            and tail is not None
-            and tail.running
-            and not tail.cut
-            and (tail.ducked or tail.playout.paused)
-        ):
+        if reply is None and tail is not None and tail.running and not tail.cut and tail.held_back:
             reply = tail  # its last audio went out under the caller's voice: not recorded
         if reply is None or not reply.running:
             return
@@ -347,7 +343,7 @@ class Replies:
         (ducked or paused), wait until that is judged: True if it was not a barge-in (the
         reply was heard), False if one cut it (the cut records it, as far as it was
         heard)."""
-        while reply.audio_started and (reply.ducked or reply.playout.paused) and not reply.cut:
+        while reply.audio_started and reply.held_back and not reply.cut:
             reply.settled.clear()
             await reply.settled.wait()
         return not reply.cut
