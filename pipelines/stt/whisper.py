@@ -7,6 +7,15 @@ droppable work: when the session's line of model work is full an interim is skip
 never a final). The final transcript can be started speculatively when the speaker
 pauses (`speculate`) and is reused if they do not go on, which hides most of its cost
 inside the endpointing silence.
+
+Whisper's encoder is built for 30 s windows, and faster-whisper always pads to one: about
+0.45 s of one CPU thread for tiny.en whatever the audio's length. An utterance is a few
+seconds, so it is encoded in a window just longer than itself, at least
+`WHISPER_SHORT_WINDOW` (10 s; the same trick as whisper.cpp's `audio_ctx`), which takes
+about a tenth of that. A short window can make Whisper loop ("stop stop stop ...", more
+often below 5 s): the decode is capped by the audio's length, and a transcript that hits
+the cap or repeats itself, or that Whisper's no-speech test drops, is done again in the
+full 30 s window.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ import asyncio
 import logging
 import os
 import threading
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -41,6 +51,13 @@ PROVIDER = ProviderSpec(
             default="1",
             parse=int_between(1, 64),
         ),
+        "short_window_s": Setting(
+            "WHISPER_SHORT_WINDOW",
+            "Shortest encoder window (s) for audio under 29 s; Whisper's own 30 s window "
+            "takes ten times longer. 30 = always the full window.",
+            default="10",
+            parse=int_between(5, 30),
+        ),
     },
     build=lambda v, ctx: WhisperSTT(WhisperModelHolder(**v), ctx.executor, ctx.interim_interval_s),
     in_process=True,
@@ -49,6 +66,25 @@ PROVIDER = ProviderSpec(
 _BYTES_PER_SECOND = STT_SAMPLE_RATE * 2
 #: Whisper hallucinates on near-silence; shorter utterances are not transcribed.
 _MIN_AUDIO_SECONDS = 0.25
+#: Silence after the audio in the window (s), so the last word is not at its edge.
+_SHORT_WINDOW_MARGIN_S = 1
+#: Whisper's own window (s): longer audio takes the usual path.
+_FULL_WINDOW_S = 30
+#: Tokens a second of speech can need (fast speech is about 6), and a few for punctuation.
+_TOKENS_PER_SECOND = 10
+_TOKENS_EXTRA = 8
+#: Whisper's own test for a looping decode (`compression_ratio_threshold`).
+_MAX_COMPRESSION_RATIO = 2.4
+#: Whisper's own test for a window without speech (`no_speech_threshold`,
+#: `log_prob_threshold`): both must hold.
+_NO_SPEECH_PROB = 0.6
+_NO_SPEECH_LOGPROB = -1.0
+
+
+def repeats_itself(text: str) -> bool:
+    """Whisper's own test for a looping decode: the text compresses too well."""
+    data = text.encode()
+    return bool(data) and len(data) / len(zlib.compress(data)) > _MAX_COMPRESSION_RATIO
 
 
 def bundled_model_path() -> str:
@@ -60,10 +96,12 @@ def bundled_model_path() -> str:
 class WhisperModelHolder:
     """Loads the model once per process, lazily, off the event loop."""
 
-    def __init__(self, model_path: str = "", threads: int = 1) -> None:
+    def __init__(self, model_path: str = "", threads: int = 1, short_window_s: int = 10) -> None:
         self._path = model_path
         self._threads = threads
+        self._short_window_s = short_window_s
         self._model: Any = None
+        self._tokenizer: Any = None
         self._lock = threading.Lock()
 
     def get(self) -> Any:
@@ -89,6 +127,62 @@ class WhisperModelHolder:
         if len(pcm) < _MIN_AUDIO_SECONDS * _BYTES_PER_SECOND:
             return ""
         audio = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
+        short_enough = len(audio) <= (_FULL_WINDOW_S - _SHORT_WINDOW_MARGIN_S) * STT_SAMPLE_RATE
+        if short_enough and self._short_window_s < _FULL_WINDOW_S:
+            text = self._transcribe_short(audio)
+            if text is not None:
+                return text
+        return self._transcribe_full(audio)
+
+    def _transcribe_short(self, audio: np.ndarray) -> str | None:
+        """The audio in a window just longer than itself; None if the decode looped or
+        found no speech (the full window decides those)."""
+        import ctranslate2
+
+        model = self.get()
+        seconds = len(audio) / STT_SAMPLE_RATE
+        window_s = max(self._short_window_s, int(np.ceil(seconds)) + _SHORT_WINDOW_MARGIN_S)
+        frames = min(_FULL_WINDOW_S, window_s) * 100  # 10 ms mel frames
+        features = model.feature_extractor(audio)[:, :frames]
+        features = np.pad(features, ((0, 0), (0, frames - features.shape[1])))
+        encoded = model.model.encode(
+            ctranslate2.StorageView.from_array(np.ascontiguousarray(features[None])),
+            to_cpu=False,
+        )
+        prompt = self._prompt(model)
+        cap = _TOKENS_EXTRA + int(seconds * _TOKENS_PER_SECOND)
+        result = model.model.generate(
+            encoded,
+            [prompt],
+            beam_size=1,
+            max_length=len(prompt) + cap,
+            suppress_blank=True,
+            suppress_tokens=[-1],
+            return_scores=True,
+            return_no_speech_prob=True,
+        )[0]
+        tokens = result.sequences_ids[0]
+        if len(tokens) >= cap:
+            return None  # still going at the cap: a loop
+        avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
+        if result.no_speech_prob > _NO_SPEECH_PROB and avg_logprob < _NO_SPEECH_LOGPROB:
+            # No speech, says the short window; the full one is surer (the VAD heard voice).
+            return None
+        text = self._tokenizer.decode([t for t in tokens if t < self._tokenizer.eot]).strip()
+        if repeats_itself(text):
+            return None
+        return text if any(c.isalnum() for c in text) else ""  # "." is no transcript
+
+    def _prompt(self, model: Any) -> list[int]:
+        if self._tokenizer is None:
+            from faster_whisper.tokenizer import Tokenizer
+
+            self._tokenizer = Tokenizer(
+                model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language="en"
+            )
+        return [*self._tokenizer.sot_sequence, self._tokenizer.no_timestamps]
+
+    def _transcribe_full(self, audio: np.ndarray) -> str:
         segments, _ = self.get().transcribe(
             audio,
             language="en",
