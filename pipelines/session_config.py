@@ -56,7 +56,7 @@ class SessionConfig:
     listener_yields: bool = True
     #: While the caller's speech may be an interruption, it is transcribed this often
     #: (0: at the recogniser's usual interim cadence), so words of intent confirm it early.
-    barge_in_interim_s: float = 0.3
+    barge_in_interim_s: float = 0.2
 
     def turn_rules(self, *, transcript_on_pause: bool) -> TurnConfig:
         """`turns` with the frame size and pause threshold the session's audio runs on;

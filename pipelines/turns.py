@@ -24,7 +24,8 @@ The rules, each a `TurnConfig` field (settings in server/settings.py):
   audio the reply pauses (`PAUSE_REPLY`: the listener's playback stops where it is). The
   interruption is confirmed (`INTERRUPT`) by a word of intent ("stop", "wait") or
   `barge_in_min_words` words that are not backchannels, filler or the agent's own words
-  echoed back, once `barge_in_min_speech_ms` were voiced, or by voiced speech lasting
+  echoed back, once `barge_in_min_speech_ms` were voiced (words heard sooner count from
+  the frame that makes it so), or by voiced speech lasting
   `barge_in_confirm_ms` that is not a backchannel. A candidate that ends without that (a
   cough, a noise burst, "mhm", echo) is dismissed and the reply resumes (`RESUME_REPLY`)
   where it paused: nothing of it is lost.
@@ -119,7 +120,7 @@ class TurnConfig:
     speculate_after_ms: int = 200
     speculative_reply: bool = True
     #: Voiced speech over the agent before words can confirm an interruption.
-    barge_in_min_speech_ms: int = 300
+    barge_in_min_speech_ms: int = 200
     barge_in_confirm_ms: int = 1200
     barge_in_min_words: int = 3
     barge_in_pause: bool = True
@@ -226,7 +227,7 @@ class TurnTaker:
             utt.pause_text_pending = cfg.transcript_on_pause and not utt.candidate
         if utt.candidate:
             acts.extend(self._yield_floor(utt, voiced, silence_ms))
-            if utt.voiced_ms >= cfg.barge_in_confirm_ms and not self._dismissable(utt.text):
+            if self._confirmed_by_length(utt, voiced):
                 acts.extend(self._confirm(utt))
         if silence_ms >= self.end_threshold_ms(utt):
             acts.append(self._end(utt))
@@ -311,6 +312,15 @@ class TurnTaker:
         if any(w in INTENT_WORDS and w not in self._agent_words for w in ws):
             return True
         return len(self.content_words(text)) >= self.config.barge_in_min_words
+
+    def _confirmed_by_length(self, utt: Utterance, voiced: bool) -> bool:
+        """Voiced speech long enough to interrupt, or the frame that makes the words heard
+        so far count (a "wait" transcribed before `barge_in_min_speech_ms` were voiced)."""
+        cfg = self.config
+        if utt.voiced_ms >= cfg.barge_in_confirm_ms and not self._dismissable(utt.text):
+            return True
+        crossed = voiced and 0 <= utt.voiced_ms - cfg.barge_in_min_speech_ms < cfg.frame_ms
+        return crossed and bool(utt.text) and self._wants_floor(utt.text)
 
     def _dismissable(self, text: str) -> bool:
         """A transcript so far that is only backchannel, filler or echo (empty = not known):

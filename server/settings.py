@@ -229,7 +229,7 @@ class Settings(LimitSettings):
         "BARGE_IN_MIN_SPEECH_MS",
         "Voiced speech over the agent before its words can confirm an interruption.",
         _int(20, 5000),
-        default=300,
+        default=200,
     )
     barge_in_pause_ms: int = _env(
         "BARGE_IN_PAUSE_MS",
@@ -262,7 +262,7 @@ class Settings(LimitSettings):
         "How often speech over the agent is transcribed while it may be an interruption "
         "(words of intent confirm it); 0 = at INTERIM_INTERVAL_MS like any speech.",
         _int(0, 5000),
-        default=300,
+        default=200,
     )
     barge_in_confirm_ms: int = _env(
         "BARGE_IN_CONFIRM_MS",

@@ -231,6 +231,24 @@ def test_words_of_intent_or_enough_content_words_confirm_early():
     assert tt.interim("and make a check") == []  # a hum mis-heard as filler words
 
 
+def test_a_word_of_intent_heard_early_confirms_at_the_frame_with_enough_voice():
+    """A "Wait." transcribed before BARGE_IN_MIN_SPEECH_MS were voiced (behind a phone's
+    echo gate few frames count) does not wait for the next transcript."""
+    tt = TurnTaker(TurnConfig(barge_in_min_speech_ms=200))
+    utt, _ = tt.speech_started(agent_busy=True, voiced_ms=120)
+    run(tt, "vv..")  # 160 ms voiced
+    assert tt.interim("Wait.") == []
+    # The third voiced frame makes 200 ms: at once, no new transcript needed.
+    assert run(tt, "..vvv") == [(3, Act.INTERRUPT)]
+    assert utt.confirmed
+    # Words that are not a reason to stop do not confirm at that frame.
+    tt = TurnTaker(TurnConfig(barge_in_min_speech_ms=200))
+    tt.speech_started(agent_busy=True, voiced_ms=120)
+    run(tt, "vv")
+    assert tt.interim("Mhm.") == []
+    assert run(tt, "vvvv") == []
+
+
 def test_the_agents_own_words_echoed_back_do_not_interrupt():
     tt = TurnTaker(TurnConfig(barge_in_min_words=2))
     tt.agent_said("So the key idea is spaced repetition. Why do you think that works?")

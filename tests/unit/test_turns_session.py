@@ -272,7 +272,7 @@ async def test_speech_over_the_agent_is_transcribed_quickly_and_not_as_a_pause()
         await drain(outbox, ev.AudioStart)
         await feed(session, mhm, pace=0.02)
         await drain(outbox, ev.AudioEnd)
-    assert stt.hurried == [0.3]
+    assert stt.hurried == [0.2]
     assert stt.speculated == []
     assert len(llm.calls) == 1
 
