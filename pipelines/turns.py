@@ -10,7 +10,8 @@ The rules, each a `TurnConfig` field (settings in server/settings.py):
 
 * End of turn adapts to the words: after a finished sentence ("... the immune system.") the
   turn ends after `finished_silence_ms`; after a trailing "and", "so", "because", "um", "the"
-  it waits `unfinished_silence_ms`; otherwise `end_silence_ms`. When the recogniser sends a
+  it waits `unfinished_silence_ms`; otherwise (no final punctuation, often a pause
+  mid-sentence: "I learned that the mitochondria") `end_silence_ms`. When the recogniser sends a
   transcript of the pause itself (Whisper's speculative final), the machine waits for it (up
   to the unfinished threshold) rather than guess.
 * Speculative reply: an interim that arrives during a pause starts the reply, held silent; if
@@ -59,6 +60,13 @@ TRAILING_WORDS: frozenset[str] = frozenset(
     her their our is are was were if than then like which that who when where while about
     into as also plus cause""".split()
 )
+#: Words that open a clause needing a verb of its own ("I learned that the ...").
+CLAUSE_OPENERS: frozenset[str] = frozenset(
+    "that which because if when while although though unless whether".split()
+)
+DETERMINERS: frozenset[str] = frozenset(
+    "the a an my your his her its our their this these those some".split()
+)
 _WORD = re.compile(r"[a-z0-9]+(?:['-][a-z0-9]+)*")
 
 
@@ -80,9 +88,23 @@ def completion(text: str) -> Completion:
         return Completion.UNKNOWN
     if ws[-1] in TRAILING_WORDS or stripped.endswith(("...", "…", ",", "-")):
         return Completion.UNFINISHED
+    if _verbless_clause(ws):
+        # Recognisers put a full stop after "I learned that the mitochondria" too: it
+        # is said with a pause in the middle, not finished.
+        return Completion.UNKNOWN
     if stripped.endswith((".", "?", "!")):
         return Completion.FINISHED
     return Completion.UNKNOWN
+
+
+def _verbless_clause(ws: list[str]) -> bool:
+    """The last clause opener is followed only by a noun phrase (a determiner and at
+    most two words): "... that the mitochondria", "... because my brother"."""
+    for i in range(len(ws) - 1, -1, -1):
+        if ws[i] in CLAUSE_OPENERS:
+            rest = ws[i + 1 :]
+            return 2 <= len(rest) <= 3 and rest[0] in DETERMINERS
+    return False
 
 
 class Act(enum.Enum):
@@ -113,7 +135,7 @@ class Act(enum.Enum):
 
 @dataclass(slots=True)
 class TurnConfig:
-    end_silence_ms: int = 500
+    end_silence_ms: int = 700
     finished_silence_ms: int = 350
     unfinished_silence_ms: int = 1600
     #: Pause after which the recogniser is asked for a transcript (speculation).

@@ -172,9 +172,10 @@ class Settings(LimitSettings):
     )
     endpoint_silence_ms: int = _env(
         "ENDPOINT_SILENCE_MS",
-        "Silence that ends a turn in continuous mode.",
+        "Silence that ends a turn in continuous mode whose transcript reads neither as "
+        "finished nor as trailing off (no final punctuation: often a pause mid-sentence).",
         _int(100, 5000),
-        default=500,
+        default=700,
     )
     speech_start_ms: int = _env(
         "SPEECH_START_MS",

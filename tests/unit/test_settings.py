@@ -18,7 +18,7 @@ def test_defaults_are_the_embedded_ones():
     assert s.stt_providers == ("local",) and s.llm_providers == ("local",)
     assert s.redis_url == "" and s.database_url == ""
     assert s.database_path == "learning_captures.db"
-    assert s.session_ttl_seconds == 1800 and s.endpoint_silence_ms == 500
+    assert s.session_ttl_seconds == 1800 and s.endpoint_silence_ms == 700
 
 
 @pytest.mark.parametrize(

@@ -38,6 +38,14 @@ def end_frame(acts: list[tuple[int, Act]]) -> int:
         ("it goes like this,", Completion.UNFINISHED),
         ("spaced repetition", Completion.UNKNOWN),
         ("", Completion.UNKNOWN),
+        # A clause opened by "that", "because"... with only a noun phrase after it: the
+        # full stop is the recogniser's, the sentence goes on after a pause.
+        ("I learned that the mitochondria.", Completion.UNKNOWN),
+        ("I stayed home because my brother.", Completion.UNKNOWN),
+        ("I learned that the mitochondria make energy.", Completion.FINISHED),
+        ("I know that the answer is four.", Completion.FINISHED),
+        ("I like that one.", Completion.FINISHED),
+        ("Tell me about the mitochondria.", Completion.FINISHED),
     ],
 )
 def test_completion_reads_the_transcript(text, expected):
@@ -90,7 +98,7 @@ def test_speculative_reply_is_committed_when_the_final_matches():
     run(tt, "v" * 20 + "." * 11)
     assert tt.interim("Photosynthesis makes sugar.") == [Act.SPECULATE]
     assert tt.interim("Photosynthesis makes sugar") == []  # same words: keep it
-    acts = run(tt, "." * 30)
+    acts = run(tt, "." * 40)
     assert acts[-1][1] is Act.END_TURN
     assert tt.final(utt, "photosynthesis makes sugar.") == [Act.COMMIT]
 
