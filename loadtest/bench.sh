@@ -8,6 +8,9 @@
 # 3. One worker pinned as in 1, with sessions in Redis (if reachable), at $STEPS_REDIS.
 # 4. WebRTC: one worker pinned as in 1, a pool of aiortc callers at $STEPS_WEBRTC
 #    (loadtest/bench_webrtc.py; its own section of the document; empty = skip).
+# 5. Cloud providers: $CLOUD_TURNS push-to-talk turns through Deepgram -> Anthropic ->
+#    Deepgram Aura, each a loopback fake with the providers' published timing
+#    (loadtest/cloud_turns.py; its own section of the document; 0 = skip).
 #
 # Bounded: every step has a fixed length and the whole run stops at $MAX_SECONDS. Only
 # 127.0.0.1. Override any variable below from the environment, e.g.
@@ -23,6 +26,7 @@ STEPS_ONE=${STEPS_ONE:-1,50,100,200,300,350,400,450,500}
 STEPS_TWO=${STEPS_TWO:-1,100,200,300,400,500,600}
 STEPS_REDIS=${STEPS_REDIS:-1,300}
 STEPS_WEBRTC=${STEPS_WEBRTC:-1,10,20,30,40}
+CLOUD_TURNS=${CLOUD_TURNS:-40}
 MEASURE=${MEASURE:-20}
 MEASURE_FIRST=${MEASURE_FIRST:-40}
 MAX_SECONDS=${MAX_SECONDS:-380}
@@ -145,4 +149,10 @@ if [[ -n "$STEPS_WEBRTC" ]] && "$PY" -c "import aiortc" 2>/dev/null; then
   "$PY" -m loadtest.bench_webrtc --steps "$STEPS_WEBRTC" --measure "$MEASURE" \
     --server-cpu "$SERVER_CPU" --gen-cpu "$GEN_CPU" --port "$PORT" --nice "$NICE" \
     --json "$OUT/webrtc.json" --write "$DOC"
+fi
+
+if [[ "$CLOUD_TURNS" != 0 ]]; then
+  echo "== Cloud providers: $CLOUD_TURNS push-to-talk turns on the fakes' published timing"
+  "$PY" -m loadtest.cloud_turns --turns "$CLOUD_TURNS" --json "$OUT/cloud-turns.json" \
+    --markdown "$DOC"
 fi

@@ -771,14 +771,15 @@ def markdown(
     return "\n".join(lines) + "\n"
 
 
-def replace_section(document: str, section: str) -> str:
-    """`document` with what is between the turn-eval markers replaced by `section` (the
-    markers and the section appended when it has none)."""
-    block = f"{START_MARKER}\n{section.rstrip()}\n{END_MARKER}"
-    start, end = document.find(START_MARKER), document.find(END_MARKER)
+def replace_section(document: str, section: str, name: str = "turn-eval") -> str:
+    """`document` with what is between the `name` markers (`<!-- turn-eval:start -->`...)
+    replaced by `section` (the markers and the section appended when it has none)."""
+    first, last = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    block = f"{first}\n{section.rstrip()}\n{last}"
+    start, end = document.find(first), document.find(last)
     if start < 0 or end < start:
         return document.rstrip("\n") + ("\n\n" if document.strip() else "") + block + "\n"
-    return document[:start] + block + document[end + len(END_MARKER) :]
+    return document[:start] + block + document[end + len(last) :]
 
 
 def write_markdown(path: Path, section: str) -> None:
@@ -806,12 +807,12 @@ def run_header(started: float, minutes: float, load: tuple[float, float], skippe
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class _Server:
+class Server:
     """`python -m server` of this checkout on a free port with a throw-away database,
     signatures off. (The server runs in a temporary directory; PYTHONPATH points at this
     checkout, else an installed copy of the package elsewhere would be imported.)"""
 
-    def __init__(self, log_path: str = "") -> None:
+    def __init__(self, log_path: str = "", env: dict[str, str] | None = None) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -822,6 +823,7 @@ class _Server:
             "TWILIO_VALIDATE_SIGNATURE": "false",
             "LOG_LEVEL": "info" if log_path else "warning",
             "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH")))),
+            **(env or {}),
         }
         self.log = open(log_path, "w") if log_path else None
         self.proc = subprocess.Popen(
@@ -886,7 +888,7 @@ def main() -> None:
     if args.url:
         target = Target(base_url(args.url), args.auth_token)
     else:
-        server = _Server(args.server_log)
+        server = Server(args.server_log)
         server.wait_ready()
         target = Target(f"ws://127.0.0.1:{server.port}")
     try:

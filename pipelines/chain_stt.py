@@ -121,6 +121,12 @@ class ChainSTTStream:
             self._active.stream.discard()
             self._return_to_preferred()
 
+    @property
+    def transcribes_pauses(self) -> bool:
+        """The recogniser in use transcribes a pause when asked (`speculate`); one that
+        streams its interims (Deepgram) does not need to be."""
+        return self._active is not None and hasattr(self._active.stream, "speculate")
+
     def speculate(self) -> None:
         fn = getattr(self._active.stream, "speculate", None) if self._active else None
         if fn is not None:

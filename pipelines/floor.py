@@ -98,6 +98,13 @@ class Floor:
         utt = self._taker.current
         return utt.speculated if utt is not None else None
 
+    def released(self, interim: str) -> list[Act]:
+        """Push-to-talk: the button is up, `interim` the latest transcript: a held reply
+        may start on it (`SPECULATE`); `utterance_ended` then hands the utterance back for
+        its final transcript to commit or drop that reply."""
+        self._utt, acts = self._taker.released(interim)
+        return acts
+
     def speech_ended(self) -> None:
         """The endpointer ended the utterance on its own (its backstop silence or length)."""
         if self._utt is not None:

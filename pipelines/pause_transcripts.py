@@ -14,9 +14,10 @@ from collections.abc import Callable
 
 
 class PauseTranscripts:
-    __slots__ = ("_after_ms", "_asked", "_hurry", "_speculate", "_unspeculate")
+    __slots__ = ("_after_ms", "_asked", "_hurry", "_speculate", "_stream", "_unspeculate")
 
     def __init__(self, stream: object, after_ms: float) -> None:
+        self._stream = stream
         self._speculate: Callable[[], None] | None = getattr(stream, "speculate", None)
         self._unspeculate: Callable[[], None] | None = getattr(stream, "unspeculate", None)
         self._hurry: Callable[[float], None] | None = getattr(stream, "hurry", None)
@@ -26,6 +27,12 @@ class PauseTranscripts:
     @property
     def supported(self) -> bool:
         return self._speculate is not None
+
+    @property
+    def streaming(self) -> bool:
+        """The recogniser in use now sends its interims as it hears (no `speculate`, or a
+        chain whose active member has none): its final transcript is a round trip away."""
+        return not getattr(self._stream, "transcribes_pauses", self.supported)
 
     def frame(self, silence_ms: float) -> None:
         """One speech frame of the utterance, `silence_ms` into a pause (0: voiced)."""

@@ -100,6 +100,8 @@ class Session:
         self._utterance_frames = 0
         #: Clock time the caller began the utterance being listened to (for its trace).
         self._speech_start = 0.0
+        #: The latest interim transcript of the utterance being listened to.
+        self._interim = ""
         cfg = self.config
         self._pace = AudioPace(cfg.input_rate, cfg.audio_max_speed, cfg.audio_burst_s, clock())
         self._told_too_fast = False
@@ -289,6 +291,7 @@ class Session:
         self._reframer.reset()
         self._turn_id += 1
         self._listening = True
+        self._interim = ""
         self._utterance_frames = 0
         self._speech_start = self._clock()
 
@@ -297,6 +300,10 @@ class Session:
             raise SessionInputError("invalid_message", "talk_end needs mode push_to_talk")
         if self._listening:
             self._flush_turn_audio()
+            if self._pauses.streaming:
+                # A streaming recogniser's final is a round trip away: its latest interim
+                # may start the reply now, released if the final says the same words.
+                self._act(self._floor.released(self._interim))
             self._end_utterance(0.0)
 
     def _flush_turn_audio(self) -> None:
@@ -353,6 +360,7 @@ class Session:
         self._act(self._floor.speech_started(busy, start_ms))
         self._turn_id += 1
         self._listening = True
+        self._interim = ""
         self._pauses.reset()
         assert self._stream is not None
         if busy and self.config.barge_in_interim_s > 0:
@@ -380,6 +388,7 @@ class Session:
 
     def _on_interim(self, text: str) -> None:
         if self._listening:
+            self._interim = text
             self.outbox.emit(ev.Transcript(self._turn_id, text, False))
             acts = self._floor.interim(text)
             if acts:

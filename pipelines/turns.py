@@ -16,7 +16,8 @@ The rules, each a `TurnConfig` field (settings in server/settings.py):
   to the unfinished threshold) rather than guess.
 * Speculative reply: an interim that arrives during a pause starts the reply, held silent; if
   the final transcript says the same it is released at once (`COMMIT`), if the caller goes on
-  it is thrown away (`DROP_SPECULATION`).
+  it is thrown away (`DROP_SPECULATION`). In push-to-talk the latest interim does so when
+  the button is released (`released`), while a streaming recogniser finalizes.
 * Barge-in: speech while the agent talks is only a candidate. At once (the first frame the
   VAD calls speech) the reply is ducked (`DUCK_REPLY`: the listener hears it much
   quieter, so the agent audibly yields within the VAD's onset time), and when the caller
@@ -276,6 +277,17 @@ class TurnTaker:
         if utt.in_pause and utt.silence_ms >= self.end_threshold_ms(utt):
             acts.append(self._end(utt))  # the pause is already long enough for these words
         return acts
+
+    def released(self, text: str) -> tuple[Utterance, list[Act]]:
+        """Push-to-talk: the button is up and `text` is the latest interim. Its reply may
+        start now, held (`SPECULATE`), while the recogniser finalizes; the final transcript
+        releases it if it says the same words (`COMMIT`), else it is dropped."""
+        utt = Utterance(during_reply=False, text=text, ended=True)
+        self.current = utt
+        if self.config.speculative_reply and words(text):
+            utt.speculated = text
+            return utt, [Act.SPECULATE]
+        return utt, []
 
     def abandoned(self, utt: Utterance) -> list[Act]:
         """The utterance will never have a final transcript (the recogniser failed): a

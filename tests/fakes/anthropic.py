@@ -6,7 +6,6 @@ shapes: HTTP `{"type":"error","error":{"type":...,"message":...}}` and an in-str
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections.abc import Callable
@@ -15,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from tests.fakes.base import FakeServer
+from tests.fakes.latency import pause
 
 _STATUS_TYPES = {
     400: "invalid_request_error",
@@ -82,8 +82,7 @@ class FakeAnthropic(FakeServer):
         if fault is not None and fault.kind == "hang":
             await self.hang()
             return self.error(500)
-        if self.first_delay:
-            await asyncio.sleep(self.first_delay)
+        await pause(self.first_delay)
         resp = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "request-id": "req_fake"}
         )
@@ -134,8 +133,8 @@ class FakeAnthropic(FakeServer):
                     )
                     await resp.write_eof()
                     return resp
-            if i and self.chunk_delay:
-                await asyncio.sleep(self.chunk_delay)
+            if i:
+                await pause(self.chunk_delay)
             await send(
                 "content_block_delta",
                 {

@@ -11,6 +11,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.latency import Delay
+
 #: The longest a "hang" lasts (the client's timeout should fire long before).
 HANG_SECONDS = 30.0
 
@@ -37,9 +39,10 @@ class FakeServer:
         self.api_key = api_key
         self.faults: deque[Fault] = deque()
         self.always: Fault | None = None
-        #: Seconds before the first byte of each answer / between chunks.
-        self.first_delay = 0.0
-        self.chunk_delay = 0.0
+        #: Seconds before the first byte of each answer / between chunks (a `Spread` is
+        #: drawn per answer / chunk: tests.fakes.latency).
+        self.first_delay: Delay = 0.0
+        self.chunk_delay: Delay = 0.0
         self.requests: list[dict[str, Any]] = []
         self.base_url = ""
         self._runner: web.AppRunner | None = None

@@ -21,6 +21,7 @@ from aiohttp import WSMsgType, web
 
 from tests.fakes import speechcodec
 from tests.fakes.base import FakeServer, Fault
+from tests.fakes.latency import Delay, pause
 from tests.fakes.openai import stream_audio
 
 _ERR_CODES = {
@@ -30,7 +31,7 @@ _ERR_CODES = {
     429: "TOO_MANY_REQUESTS",
     500: "INTERNAL_SERVER_ERROR",
 }
-#: Interim results at most this often (ms of received audio).
+#: Interim results at most this often (ms of received audio), unless set per fake.
 INTERIM_EVERY_MS = 100
 
 
@@ -41,7 +42,9 @@ class FakeDeepgram(FakeServer):
         super().__init__(api_key)
         self.idle_timeout = 10.0
         #: Extra delay before answering a Finalize.
-        self.finalize_delay = 0.0
+        self.finalize_delay: Delay = 0.0
+        #: Interim results at most this often (ms of received audio).
+        self.interim_every_ms = INTERIM_EVERY_MS
         self.connections = 0
         self.keepalives = 0
         self.finalizes = 0
@@ -81,8 +84,7 @@ class FakeDeepgram(FakeServer):
         if fault is not None and fault.kind == "hang":
             await self.hang()
             return self.error(500)
-        if self.first_delay:
-            await asyncio.sleep(self.first_delay)
+        await pause(self.first_delay)
         rate = int(float(q.get("sample_rate", "24000")))
         return await stream_audio(self, request, body["text"], rate, fault)
 
@@ -129,6 +131,7 @@ class _Live:
         self.received = 0
         self.since_interim = 0
         self.start = 0.0  # seconds of audio before `buf`
+        self.interim_every = server.interim_every_ms
 
     async def run(self) -> None:
         while True:
@@ -178,7 +181,7 @@ class _Live:
         if pending and quiet >= self.endpointing_ms:
             await self.results(pending, is_final=True, speech_final=True)
             self.delivered = len(words)
-        elif pending and self.since_interim >= speechcodec.RATE * 2 * INTERIM_EVERY_MS // 1000:
+        elif pending and self.since_interim >= speechcodec.RATE * 2 * self.interim_every // 1000:
             self.since_interim = 0
             await self.results(pending, is_final=False)
         return False
@@ -195,8 +198,7 @@ class _Live:
             self.server.finalizes += 1
             if self.fault is not None and self.fault.kind == "hang_finalize":
                 return False
-            if self.server.finalize_delay:
-                await asyncio.sleep(self.server.finalize_delay)
+            await pause(self.server.finalize_delay)
             words = speechcodec.decode(bytes(self.buf))
             await self.results(words[self.delivered :], is_final=True, from_finalize=True)
             self.start += len(self.buf) / 2 / speechcodec.RATE

@@ -5,7 +5,6 @@ raw 24 kHz PCM16, streamed), with OpenAI's error shape
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import wave
@@ -17,6 +16,7 @@ from aiohttp import web
 from tests.fakes import speechcodec
 from tests.fakes.anthropic import tokens
 from tests.fakes.base import FakeServer, Fault
+from tests.fakes.latency import pause
 
 _STATUS_TYPES = {
     400: ("invalid_request_error", None),
@@ -69,8 +69,7 @@ class FakeOpenAI(FakeServer):
         if fault is not None and fault.kind == "hang":
             await self.hang()
             return self.error(500), None
-        if self.first_delay:
-            await asyncio.sleep(self.first_delay)
+        await pause(self.first_delay)
         return None, fault
 
     # ------------------------------------------------------------------ chat
@@ -116,8 +115,8 @@ class FakeOpenAI(FakeServer):
                     await resp.write(f"data: {json.dumps(err)}\n\n".encode())
                     await resp.write_eof()
                     return resp
-            if i and self.chunk_delay:
-                await asyncio.sleep(self.chunk_delay)
+            if i:
+                await pause(self.chunk_delay)
             await resp.write(chunk({"content": piece}))
         await resp.write(chunk({}, "stop"))
         await resp.write(b"data: [DONE]\n\n")
@@ -168,8 +167,8 @@ async def stream_audio(
         if fault is not None and fault.kind == "drop" and i == fault.after:
             server.abort(request)
             return resp
-        if i and server.chunk_delay:
-            await asyncio.sleep(server.chunk_delay)
+        if i:
+            await pause(server.chunk_delay)
         try:
             await resp.write(audio[start : start + CHUNK_BYTES])
         except ConnectionResetError:  # the client stopped listening (a barge-in)

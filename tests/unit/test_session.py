@@ -4,6 +4,7 @@ that nothing outlives the session."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
@@ -299,3 +300,72 @@ async def test_a_client_that_leaves_as_soon_as_it_has_the_reply_loses_no_record(
         await drain(outbox, ev.ResponseDone)
     assert [x.user for x in store.data["s1"]] == ["I learned about photosynthesis"]
     assert len(sink.captures) == 1 and sink.captures[0].metadata["interrupted"] is False
+
+
+class HeardSTT(ScriptedSTT):
+    """A streaming recogniser whose interims already say `heard`; its final (after
+    `delay`, a round trip) is the next scripted one. Notes when it finalized."""
+
+    def __init__(self, heard: str, final: str, delay: float) -> None:
+        super().__init__([final], interim_every=5, delay=delay)
+        self.heard = heard
+        self.finalized_at: float | None = None
+
+    async def open(self, on_interim):  # type: ignore[no-untyped-def]
+        stream = await super().open(lambda _: on_interim(self.heard))
+        original = stream.finalize
+
+        async def finalize() -> str:
+            text = await original()
+            self.finalized_at = time.monotonic()
+            return text
+
+        stream.finalize = finalize  # type: ignore[method-assign]
+        return stream
+
+
+class TimedLLM(ScriptedLLM):
+    def __init__(self) -> None:
+        super().__init__("Sugar, yes. Plants make it from light.")
+        self.called_at: list[float] = []
+
+    async def stream(self, user_text, history):  # type: ignore[no-untyped-def]
+        self.called_at.append(time.monotonic())
+        async for piece in super().stream(user_text, history):
+            yield piece
+
+
+async def _push_to_talk(stt: HeardSTT, llm: TimedLLM) -> list[ev.Event]:
+    session, outbox = make_session(stt=stt, llm=llm, mode="push_to_talk", tts=False)
+    async with session:
+        session.talk_start()
+        for _ in range(20):
+            session.feed_audio(bytes(640))
+        session.talk_end()
+        return await drain(outbox, ev.ResponseDone)
+
+
+async def test_push_to_talk_answers_the_last_interim_while_a_streaming_final_comes():
+    stt = HeardSTT("Photosynthesis makes sugar.", "photosynthesis makes sugar", delay=0.3)
+    llm = TimedLLM()
+    events = await _push_to_talk(stt, llm)
+    # One model call, started at the release: before the final transcript arrived.
+    assert [text for text, _ in llm.calls] == ["Photosynthesis makes sugar."]
+    assert stt.finalized_at is not None and llm.called_at[0] < stt.finalized_at - 0.2
+    done = [e for e in events if isinstance(e, ev.ResponseDone)]
+    assert done[0].text == llm.reply
+    finals = [e.text for e in events if isinstance(e, ev.Transcript) and e.final]
+    assert finals == ["photosynthesis makes sugar"]
+
+
+async def test_push_to_talk_drops_the_early_answer_when_the_final_differs():
+    stt = HeardSTT("Photosynthesis makes", "photosynthesis makes sugar", delay=0.1)
+    llm = TimedLLM()
+    events = await _push_to_talk(stt, llm)
+    assert [text for text, _ in llm.calls] == [
+        "Photosynthesis makes",
+        "photosynthesis makes sugar",
+    ]
+    assert [e.turn_id for e in events if isinstance(e, ev.ResponseDone)] == [1]
+    deltas = "".join(e.text for e in events if isinstance(e, ev.ResponseDelta))
+    assert deltas == llm.reply  # the dropped answer said nothing

@@ -292,3 +292,15 @@ def test_config_is_validated():
         TurnConfig(finished_silence_ms=10)
     with pytest.raises(ValueError):
         TurnConfig(barge_in_min_words=0)
+
+
+def test_push_to_talk_release_holds_a_reply_on_the_last_interim():
+    tt = TurnTaker(TurnConfig())
+    utt, acts = tt.released("Photosynthesis makes sugar.")
+    assert acts == [Act.SPECULATE] and utt.speculated == "Photosynthesis makes sugar."
+    assert tt.final(utt, "photosynthesis makes sugar") == [Act.COMMIT]
+    utt, _ = tt.released("Photosynthesis makes")
+    assert tt.final(utt, "photosynthesis makes sugar") == [Act.DROP_SPECULATION, Act.RESPOND]
+    # Nothing heard yet, or speculation off: nothing to hold.
+    assert tt.released("")[1] == []
+    assert TurnTaker(TurnConfig(speculative_reply=False)).released("Hi.")[1] == []
