@@ -195,7 +195,9 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--gap", type=float, default=0.3, help="seconds between turns")
     p.add_argument("--json", default="", help="write the summary and every turn here")
-    p.add_argument("--markdown", default="", help="write the table into this file's section")
+    p.add_argument(
+        "--markdown", action="append", default=[], help="write its section into this file"
+    )
     p.add_argument("--server-log", default="", help="the server's log (info) to this file")
     args = p.parse_args()
     if not 1 <= args.turns <= 1000:
@@ -207,9 +209,9 @@ def main() -> None:
     print(json.dumps(brief, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
-    if args.markdown:
-        path = Path(args.markdown)
-        section = markdown(summary, started, minutes)
+    section = markdown(summary, started, minutes)
+    for name in args.markdown:
+        path = Path(name)
         document = path.read_text() if path.exists() else ""
         path.write_text(replace_section(document, section, SECTION))
 

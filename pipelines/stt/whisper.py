@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import threading
 import zlib
 from collections.abc import Callable
@@ -73,6 +74,14 @@ _FULL_WINDOW_S = 30
 #: Tokens a second of speech can need (fast speech is about 6), and a few for punctuation.
 _TOKENS_PER_SECOND = 10
 _TOKENS_EXTRA = 8
+#: A pause transcript scored below this (average token log probability) is a guess: it
+#: is reported as an interim only `UNSURE_PAUSE_WAIT_S` after the pause was transcribed
+#: (the speculative final is started 200 ms into a pause: about 700 ms of it, as a
+#: transcript without a full stop waits). Measured on the turn evaluation's voices with
+#: tiny.en: clear speech -0.07 to -0.6, misheard espeak over the phone -0.9 to -1.6.
+UNSURE_LOGPROB = -0.7
+UNSURE_PAUSE_WAIT_S = 0.5
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
 #: Whisper's own test for a looping decode (`compression_ratio_threshold`).
 _MAX_COMPRESSION_RATIO = 2.4
 #: Whisper's own test for a window without speech (`no_speech_threshold`,
@@ -82,9 +91,13 @@ _NO_SPEECH_LOGPROB = -1.0
 
 
 def repeats_itself(text: str) -> bool:
-    """Whisper's own test for a looping decode: the text compresses too well."""
+    """Whisper's own test for a looping decode (the text compresses too well), or its
+    last sentence said twice ("I learned that. I learned that.")."""
     data = text.encode()
-    return bool(data) and len(data) / len(zlib.compress(data)) > _MAX_COMPRESSION_RATIO
+    if data and len(data) / len(zlib.compress(data)) > _MAX_COMPRESSION_RATIO:
+        return True
+    sentences = [s.strip().lower() for s in _SENTENCE.split(text) if s.strip()]
+    return len(sentences) >= 2 and sentences[-1] == sentences[-2]
 
 
 def bundled_model_path() -> str:
@@ -124,17 +137,22 @@ class WhisperModelHolder:
             return self._model
 
     def transcribe(self, pcm: bytes) -> str:
+        return self.transcribe_scored(pcm)[0]
+
+    def transcribe_scored(self, pcm: bytes) -> tuple[str, float]:
+        """The transcript and Whisper's average log probability of its tokens (0: sure;
+        below about -0.7 tiny.en is mostly guessing)."""
         if len(pcm) < _MIN_AUDIO_SECONDS * _BYTES_PER_SECOND:
-            return ""
+            return "", 0.0
         audio = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
         short_enough = len(audio) <= (_FULL_WINDOW_S - _SHORT_WINDOW_MARGIN_S) * STT_SAMPLE_RATE
         if short_enough and self._short_window_s < _FULL_WINDOW_S:
-            text = self._transcribe_short(audio)
-            if text is not None:
-                return text
+            scored = self._transcribe_short(audio)
+            if scored is not None:
+                return scored
         return self._transcribe_full(audio)
 
-    def _transcribe_short(self, audio: np.ndarray) -> str | None:
+    def _transcribe_short(self, audio: np.ndarray) -> tuple[str, float] | None:
         """The audio in a window just longer than itself; None if the decode looped or
         found no speech (the full window decides those)."""
         import ctranslate2
@@ -171,7 +189,9 @@ class WhisperModelHolder:
         text = self._tokenizer.decode([t for t in tokens if t < self._tokenizer.eot]).strip()
         if repeats_itself(text):
             return None
-        return text if any(c.isalnum() for c in text) else ""  # "." is no transcript
+        if not any(c.isalnum() for c in text):
+            return "", 0.0  # "." is no transcript
+        return text, avg_logprob
 
     def _prompt(self, model: Any) -> list[int]:
         if self._tokenizer is None:
@@ -182,7 +202,7 @@ class WhisperModelHolder:
             )
         return [*self._tokenizer.sot_sequence, self._tokenizer.no_timestamps]
 
-    def _transcribe_full(self, audio: np.ndarray) -> str:
+    def _transcribe_full(self, audio: np.ndarray) -> tuple[str, float]:
         segments, _ = self.get().transcribe(
             audio,
             language="en",
@@ -193,7 +213,10 @@ class WhisperModelHolder:
             without_timestamps=True,
             condition_on_previous_text=False,
         )
-        return " ".join(s.text.strip() for s in segments).strip()
+        segments = list(segments)
+        text = " ".join(s.text.strip() for s in segments).strip()
+        score = min((s.avg_logprob for s in segments), default=0.0)
+        return text, score
 
 
 class WhisperSTT:
@@ -233,7 +256,8 @@ class WhisperStream:
         self._hurried: float | None = None
         self._buf = bytearray()
         self._interim_task: asyncio.Task[None] | None = None
-        self._spec: tuple[int, asyncio.Task[str]] | None = None
+        self._spec: tuple[int, asyncio.Task[tuple[str, float]]] | None = None
+        self._spec_at = 0.0
         self._closed = False
         #: Whose turn the stream's transcriptions take in the executor (its session).
         self.owner = owner
@@ -283,19 +307,36 @@ class WhisperStream:
         if self._spec is None and self._buf:
             self._stop_interims()  # the final is what matters now; keep the CPU for it
             snapshot = bytes(self._buf)
-            task = asyncio.get_running_loop().create_task(
-                self._executor.run(self._holder.transcribe, snapshot, stage="stt", owner=self.owner)
+            loop = asyncio.get_running_loop()
+            task = loop.create_task(
+                self._executor.run(
+                    self._holder.transcribe_scored, snapshot, stage="stt", owner=self.owner
+                )
             )
             task.add_done_callback(self._speculated)
             self._spec = (len(snapshot), task)
+            self._spec_at = loop.time()
 
-    def _speculated(self, task: asyncio.Task[str]) -> None:
+    def _speculated(self, task: asyncio.Task[tuple[str, float]]) -> None:
         """The transcript of the pause is the best interim there is: report it, so that
-        turn-taking can judge the pause (and start a reply) before the turn ends."""
+        turn-taking can judge the pause (and start a reply) before the turn ends. One that
+        Whisper was unsure of is reported only once the pause has lasted
+        `UNSURE_PAUSE_WAIT_S` more: a misheard "um" ("The main idea is um" -> "I may have
+        an idea.") would otherwise end the turn at the first breath."""
         if task.cancelled() or task.exception() is not None or self._closed:
             return
-        if self._spec is not None and self._spec[1] is task and task.result():
-            self._on_interim(task.result())
+        text, score = task.result()
+        if self._spec is None or self._spec[1] is not task or not text:
+            return
+        wait = self._spec_at + UNSURE_PAUSE_WAIT_S - asyncio.get_running_loop().time()
+        if score < UNSURE_LOGPROB and wait > 0:
+            asyncio.get_running_loop().call_later(wait, self._report_spec, task)
+        else:
+            self._on_interim(text)
+
+    def _report_spec(self, task: asyncio.Task[tuple[str, float]]) -> None:
+        if self._spec is not None and self._spec[1] is task and not self._closed:
+            self._on_interim(task.result()[0])
 
     def unspeculate(self) -> None:
         """The speaker went on: the speculative transcript is stale."""
@@ -311,7 +352,7 @@ class WhisperStream:
         if spec is not None:
             # Only silence was pushed after the snapshot (the session unspeculates on
             # voice), so the snapshot's transcript is the final one.
-            return await spec[1]
+            return (await spec[1])[0]
         if len(pcm) < _MIN_AUDIO_SECONDS * _BYTES_PER_SECOND:
             return ""  # too short to transcribe: no need to take a turn in the executor
         return await self._executor.run(self._holder.transcribe, pcm, stage="stt", owner=self.owner)

@@ -55,5 +55,7 @@ def test_a_decode_that_loops_is_recognised() -> None:
     # What tiny.en wrote for 0.5 s of "wait" in a 0.5 s window.
     assert repeats_itself("wait... " * 30)
     assert repeats_itself("Hold up Hold up Hold up Hold up Hold up Hold up Hold")
+    assert repeats_itself("I learned that the mitochondria. I learned that the mitochondria.")
     assert not repeats_itself("Wait, wait, I have a question about that.")
+    assert not repeats_itself("Stop. Stop the music.")
     assert not repeats_itself("")

@@ -31,6 +31,12 @@ class FakeModel:
         self.calls.append(len(pcm))
         return f"{len(pcm) // 32000} s"
 
+    #: What `transcribe_scored` says of its transcript (log probability per token).
+    score = -0.2
+
+    def transcribe_scored(self, pcm: bytes) -> tuple[str, float]:
+        return self.transcribe(pcm), self.score
+
 
 @pytest.fixture
 async def pool() -> AsyncIterator[ModelExecutor]:
@@ -75,4 +81,45 @@ async def test_interims_give_way_when_the_sessions_line_is_full(pool: ModelExecu
         while not heard:  # noqa: ASYNC110 (the interim loop's callback)
             await asyncio.sleep(0.01)
     assert heard[0] == "1 s"
+    await stream.aclose()
+
+
+@pytest.mark.parametrize(("score", "reported_after"), [(-0.2, 0.0), (-1.2, 0.5)])
+async def test_an_unsure_pause_transcript_is_reported_later(
+    pool: ModelExecutor, score: float, reported_after: float
+) -> None:
+    """Whisper's transcript of a pause ends a turn early if it reads finished; one it was
+    unsure of is reported only once the pause has lasted 0.5 s more. The final is the
+    same transcript either way."""
+    model = FakeModel()
+    model.score = score
+    heard: list[tuple[float, str]] = []
+    loop = asyncio.get_running_loop()
+    stream = await WhisperSTT(model, pool, interim_interval=60).open(  # type: ignore[arg-type]
+        lambda text: heard.append((loop.time(), text))
+    )
+    stream.push(SECOND)
+    asked = loop.time()
+    stream.speculate()
+    await asyncio.sleep(0.8)
+    assert [text for _, text in heard] == ["1 s"]
+    assert reported_after <= heard[0][0] - asked < reported_after + 0.2
+    assert await stream.finalize() == "1 s"
+    assert model.calls == [32000]  # the pause's transcript was the final one
+    await stream.aclose()
+
+
+async def test_an_unsure_pause_transcript_is_not_reported_once_the_caller_goes_on(
+    pool: ModelExecutor,
+) -> None:
+    model = FakeModel()
+    model.score = -1.2
+    heard: list[str] = []
+    stream = await WhisperSTT(model, pool, interim_interval=60).open(heard.append)  # type: ignore[arg-type]
+    stream.push(SECOND)
+    stream.speculate()
+    await asyncio.sleep(0.2)
+    stream.unspeculate()  # voice again
+    await asyncio.sleep(0.5)
+    assert heard == []
     await stream.aclose()
