@@ -153,6 +153,6 @@ fi
 
 if [[ "$CLOUD_TURNS" != 0 ]]; then
   echo "== Cloud providers: $CLOUD_TURNS push-to-talk turns on the fakes' published timing"
-  "$PY" -m loadtest.cloud_turns --turns "$CLOUD_TURNS" --json "$OUT/cloud-turns.json" \
-    --markdown "$DOC"
+  timeout 900 "$PY" -m loadtest.cloud_turns --turns "$CLOUD_TURNS" \
+    --json "$OUT/cloud-turns.json" --markdown "$DOC"
 fi

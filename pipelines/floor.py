@@ -127,8 +127,12 @@ class Floor:
         todo = tuple(a for a in acts if a not in _VERDICT_ONLY)
         if Act.DISMISS in acts:  # noise, a backchannel or echo: the agent goes on
             return Verdict(text, todo)
-        if self._carry:
+        carried = bool(self._carry)
+        if carried:
             text, self._carry = f"{self._carry} {text}".strip(), ""
+            if Act.COMMIT in acts:  # the held reply answers only the last part
+                acts = [a for a in acts if a is not Act.COMMIT]
+                todo = (*todo, Act.DROP_SPECULATION)
         if not text:
             return Verdict(text, todo)
         if caller_went_on:  # answer both parts together when the caller is done

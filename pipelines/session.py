@@ -405,7 +405,9 @@ class Session:
             self._act(self._floor.abandoned(utt))  # a reply it held back plays on
             raise
         marks["stt_final"] = self._clock()
-        verdict = self._floor.final(utt, text, caller_went_on=self._listening)
+        # A newer turn began (the caller spoke or pressed again): answer both together.
+        went_on = self._listening or turn_id != self._turn_id
+        verdict = self._floor.final(utt, text, caller_went_on=went_on)
         self.outbox.emit(ev.Transcript(turn_id, verdict.shown, True))
         if verdict.commit and self._replies.commit(turn_id, verdict.answer, marks):
             return

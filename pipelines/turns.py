@@ -99,12 +99,12 @@ def completion(text: str) -> Completion:
 
 
 def _verbless_clause(ws: list[str]) -> bool:
-    """The last clause opener is followed only by a noun phrase (a determiner and at
-    most two words): "... that the mitochondria", "... because my brother"."""
+    """The last clause opener is followed only by a determiner and a noun: "... that the
+    mitochondria", "... because my brother" (not "... that my dog barks")."""
     for i in range(len(ws) - 1, -1, -1):
         if ws[i] in CLAUSE_OPENERS:
             rest = ws[i + 1 :]
-            return 2 <= len(rest) <= 3 and rest[0] in DETERMINERS
+            return len(rest) == 2 and rest[0] in DETERMINERS
     return False
 
 
@@ -296,7 +296,11 @@ class TurnTaker:
             self.current = None
         held_back = utt.candidate and (utt.paused or utt.ducked)
         utt.paused = utt.ducked = False
-        return [Act.RESUME_REPLY] if held_back else []
+        acts = [Act.RESUME_REPLY] if held_back else []
+        if utt.speculated is not None:  # nothing will commit it
+            utt.speculated = None
+            acts.append(Act.DROP_SPECULATION)
+        return acts
 
     def ended(self, utt: Utterance) -> None:
         """The utterance ended by the endpointer's own limit (or by force)."""

@@ -97,7 +97,8 @@ def repeats_itself(text: str) -> bool:
     if data and len(data) / len(zlib.compress(data)) > _MAX_COMPRESSION_RATIO:
         return True
     sentences = [s.strip().lower() for s in _SENTENCE.split(text) if s.strip()]
-    return len(sentences) >= 2 and sentences[-1] == sentences[-2]
+    # ("Stop. Stop." is said; a loop repeats longer sentences.)
+    return len(sentences) >= 2 and sentences[-1] == sentences[-2] and len(sentences[-1]) > 12
 
 
 def bundled_model_path() -> str:
@@ -190,7 +191,7 @@ class WhisperModelHolder:
         if repeats_itself(text):
             return None
         if not any(c.isalnum() for c in text):
-            return "", 0.0  # "." is no transcript
+            return None  # "." is no transcript: the full window decides
         return text, avg_logprob
 
     def _prompt(self, model: Any) -> list[int]:
@@ -258,6 +259,8 @@ class WhisperStream:
         self._interim_task: asyncio.Task[None] | None = None
         self._spec: tuple[int, asyncio.Task[tuple[str, float]]] | None = None
         self._spec_at = 0.0
+        #: The delayed report of an unsure pause transcript, if one is pending.
+        self._later: asyncio.TimerHandle | None = None
         self._closed = False
         #: Whose turn the stream's transcriptions take in the executor (its session).
         self.owner = owner
@@ -330,25 +333,33 @@ class WhisperStream:
             return
         wait = self._spec_at + UNSURE_PAUSE_WAIT_S - asyncio.get_running_loop().time()
         if score < UNSURE_LOGPROB and wait > 0:
-            asyncio.get_running_loop().call_later(wait, self._report_spec, task)
+            self._later = asyncio.get_running_loop().call_later(wait, self._report_spec, task)
         else:
             self._on_interim(text)
 
     def _report_spec(self, task: asyncio.Task[tuple[str, float]]) -> None:
+        self._later = None
         if self._spec is not None and self._spec[1] is task and not self._closed:
             self._on_interim(task.result()[0])
+
+    def _forget_spec(self) -> None:
+        self._spec = None
+        if self._later is not None:
+            self._later.cancel()
+            self._later = None
 
     def unspeculate(self) -> None:
         """The speaker went on: the speculative transcript is stale."""
         if self._spec is not None:
             self._spec[1].cancel()
-            self._spec = None
+            self._forget_spec()
 
     async def finalize(self) -> str:
         self._stop_interims()
         self._hurried = None
         pcm, self._buf = bytes(self._buf), bytearray()
-        spec, self._spec = self._spec, None
+        spec = self._spec
+        self._forget_spec()
         if spec is not None:
             # Only silence was pushed after the snapshot (the session unspeculates on
             # voice), so the snapshot's transcript is the final one.

@@ -35,6 +35,9 @@ def test_a_short_window_hears_what_the_full_window_hears(
 ) -> None:
     pcm = speak(text, "piper")
     assert words(short.transcribe(pcm)) == words(text)
+    audio = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
+    heard = short._transcribe_short(audio)  # the short window itself, not its fallback
+    assert heard is not None and words(heard[0]) == words(text)
     assert words(full.transcribe(pcm)) == words(text)
 
 
@@ -58,4 +61,5 @@ def test_a_decode_that_loops_is_recognised() -> None:
     assert repeats_itself("I learned that the mitochondria. I learned that the mitochondria.")
     assert not repeats_itself("Wait, wait, I have a question about that.")
     assert not repeats_itself("Stop. Stop the music.")
+    assert not repeats_itself("Stop. Stop.")  # said, not a loop
     assert not repeats_itself("")

@@ -120,6 +120,21 @@ def test_a_turn_the_caller_continued_is_answered_together_with_the_next():
     assert second.shown == second.answer == "black holes and stars."
 
 
+def test_a_held_reply_to_the_last_part_is_not_released_for_both_parts():
+    """Push-to-talk pressed again before the first release's final came: the second
+    release's held reply answers only its own words, so it is dropped and both parts are
+    answered together."""
+    floor = Floor()
+    assert floor.released("black holes and") == [Act.SPECULATE]
+    first = floor.utterance_ended()
+    carried = floor.final(first, "black holes and", caller_went_on=True)
+    assert carried.answer == "" and Act.DROP_SPECULATION in carried.acts
+    assert floor.released("stars.") == [Act.SPECULATE]
+    second = floor.final(floor.utterance_ended(), "stars.", caller_went_on=False)
+    assert second.answer == "black holes and stars."
+    assert not second.commit and Act.DROP_SPECULATION in second.acts
+
+
 def test_push_to_talk_turns_are_answered_unless_empty():
     floor = Floor()
     assert floor.utterance_ended() is None

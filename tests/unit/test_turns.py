@@ -43,6 +43,7 @@ def end_frame(acts: list[tuple[int, Act]]) -> int:
         ("I learned that the mitochondria.", Completion.UNKNOWN),
         ("I stayed home because my brother.", Completion.UNKNOWN),
         ("I learned that the mitochondria make energy.", Completion.FINISHED),
+        ("I know that my dog barks.", Completion.FINISHED),
         ("I know that the answer is four.", Completion.FINISHED),
         ("I like that one.", Completion.FINISHED),
         ("Tell me about the mitochondria.", Completion.FINISHED),
@@ -304,3 +305,10 @@ def test_push_to_talk_release_holds_a_reply_on_the_last_interim():
     # Nothing heard yet, or speculation off: nothing to hold.
     assert tt.released("")[1] == []
     assert TurnTaker(TurnConfig(speculative_reply=False)).released("Hi.")[1] == []
+
+
+def test_a_held_reply_whose_final_failed_is_dropped():
+    tt = TurnTaker(TurnConfig())
+    utt, _ = tt.released("Photosynthesis makes sugar.")
+    assert tt.abandoned(utt) == [Act.DROP_SPECULATION]
+    assert utt.speculated is None
