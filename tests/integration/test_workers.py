@@ -175,7 +175,16 @@ def test_workers_share_the_port_and_the_metrics(tmp_path: Path) -> None:
 
 
 def _children(pid: int) -> set[int]:
-    return {k.pid for k in psutil.Process(pid).children() if k.status() != "zombie"}
+    """The live worker processes (one killed a moment ago may be gone between the listing
+    and its status: it is not one)."""
+    alive = set()
+    for kid in psutil.Process(pid).children():
+        try:
+            if kid.status() != psutil.STATUS_ZOMBIE:
+                alive.add(kid.pid)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
 
 
 def test_a_worker_killed_in_its_first_seconds_is_restarted(tmp_path: Path) -> None:
