@@ -191,7 +191,9 @@ class WhisperModelHolder:
         if repeats_itself(text):
             return None
         if not any(c.isalnum() for c in text):
-            return None  # "." is no transcript: the full window decides
+            # "." is no transcript. Not tried again in the full window (450 ms): the first
+            # 300 ms of a barge-in often reads so, and its next transcript is due soon.
+            return "", 0.0
         return text, avg_logprob
 
     def _prompt(self, model: Any) -> list[int]:
