@@ -99,6 +99,20 @@ def capture_row(c: Capture) -> tuple[str, str, float, str, str, str, str]:
     )
 
 
+def _enable_wal(conn: sqlite3.Connection, attempts: int = 50) -> None:
+    """Switch the file to WAL. Workers that open a new file at the same moment race for
+    it, and SQLite answers "database is locked" at once (no busy wait for a journal mode
+    change): try again a moment later, for about 2.5 s in all."""
+    for attempt in range(attempts):
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05)
+
+
 class SQLiteCaptureStore(learners.LearnerQueries):
     """CaptureStore on one SQLite file; search = FTS5 bm25 (+ vectors when indexed)."""
 
@@ -124,11 +138,11 @@ class SQLiteCaptureStore(learners.LearnerQueries):
 
     def _open(self) -> None:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        _enable_wal(conn)
         # WAL + NORMAL: a committed batch survives a process crash; only an OS crash or
         # power loss can roll back the last transactions.
         conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA busy_timeout=5000")
         _migrate(conn)
         conn.execute("PRAGMA foreign_keys=ON")
         self._conn = conn
