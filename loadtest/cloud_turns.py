@@ -25,11 +25,11 @@ import asyncio
 import json
 import os
 import random
-import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from loadtest.accounting import percentile
 from loadtest.turn_eval import Server, replace_section
 from server.client import Conversation
 from tests.fakes import speechcodec
@@ -60,17 +60,9 @@ def utterances(n: int, seed: int) -> list[str]:
     return [" ".join(rng.choice(vocab) for _ in range(rng.randint(4, 10))) for _ in range(n)]
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, round(q * len(ordered) + 0.5) - 1))]
-
-
 def stats_ms(values: list[float]) -> dict[str, int]:
-    return {
-        "p50": round(statistics.median(values) * 1000),
-        "p95": round(percentile(values, 0.95) * 1000),
-        "p99": round(percentile(values, 0.99) * 1000),
-    }
+    """p50, p95 and p99 (nearest rank) in ms."""
+    return {f"p{q}": round((percentile(values, q) or 0.0) * 1000) for q in (50, 95, 99)}
 
 
 async def run(args: argparse.Namespace) -> dict[str, object]:

@@ -127,8 +127,7 @@ class Floor:
         todo = tuple(a for a in acts if a not in _VERDICT_ONLY)
         if Act.DISMISS in acts:  # noise, a backchannel or echo: the agent goes on
             return Verdict(text, todo)
-        carried = bool(self._carry)
-        if carried:
+        if self._carry:
             text, self._carry = f"{self._carry} {text}".strip(), ""
             if Act.COMMIT in acts:  # the held reply answers only the last part
                 acts = [a for a in acts if a is not Act.COMMIT]

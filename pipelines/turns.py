@@ -99,13 +99,9 @@ def completion(text: str) -> Completion:
 
 
 def _verbless_clause(ws: list[str]) -> bool:
-    """The last clause opener is followed only by a determiner and a noun: "... that the
-    mitochondria", "... because my brother" (not "... that my dog barks")."""
-    for i in range(len(ws) - 1, -1, -1):
-        if ws[i] in CLAUSE_OPENERS:
-            rest = ws[i + 1 :]
-            return len(rest) == 2 and rest[0] in DETERMINERS
-    return False
+    """It ends on a clause opener, a determiner and a noun: "... that the mitochondria",
+    "... because my brother" (not "... that my dog barks")."""
+    return len(ws) >= 3 and ws[-3] in CLAUSE_OPENERS and ws[-2] in DETERMINERS
 
 
 class Act(enum.Enum):

@@ -16,6 +16,11 @@ from __future__ import annotations
 import asyncio
 import random
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tests.fakes.base import FakeServer
+    from tests.fakes.deepgram import FakeDeepgram
 
 
 @dataclass
@@ -67,18 +72,20 @@ class Profile:
     llm_gap: tuple[float, float]
     tts_first: tuple[float, float]
 
-    def apply(self, *, deepgram: object, llm: object, tts: object, seed: int = 0) -> None:
+    def apply(
+        self, *, deepgram: FakeDeepgram, llm: FakeServer, tts: FakeServer, seed: int = 0
+    ) -> None:
         """Set the fakes' delays (`tts` may be the same fake as `deepgram`)."""
         rng = random.Random(seed)
 
         def spread(bounds: tuple[float, float]) -> Spread:
             return Spread(*bounds, rng=random.Random(rng.random()))
 
-        deepgram.interim_every_ms = self.interim_every_ms  # type: ignore[attr-defined]
-        deepgram.finalize_delay = spread(self.stt_final)  # type: ignore[attr-defined]
-        llm.first_delay = spread(self.llm_first)  # type: ignore[attr-defined]
-        llm.chunk_delay = spread(self.llm_gap)  # type: ignore[attr-defined]
-        tts.first_delay = spread(self.tts_first)  # type: ignore[attr-defined]
+        deepgram.interim_every_ms = self.interim_every_ms
+        deepgram.finalize_delay = spread(self.stt_final)
+        llm.first_delay = spread(self.llm_first)
+        llm.chunk_delay = spread(self.llm_gap)
+        tts.first_delay = spread(self.tts_first)
 
 
 CLOUD = Profile(
