@@ -57,13 +57,19 @@ class Floor:
         self._echo_gate = dbfs
 
     # ------------------------------------------------------------------- facts
-    def speech_started(self, agent_busy: bool, voiced_ms: int) -> list[Act]:
+    def speech_started(
+        self, agent_busy: bool, voiced_ms: int, *, pause_transcripts: bool | None = None
+    ) -> list[Act]:
         """The caller started speaking (`voiced_ms` of it heard before the VAD said so);
-        `agent_busy`: a reply is being generated or still playing."""
+        `agent_busy`: a reply is being generated or still playing; `pause_transcripts`: the
+        recogniser in use now transcribes pauses (None: as the rules were configured)."""
         # Behind the echo gate, the start may be the agent's own echo: only a frame louder
         # than the gate ducks it.
         self._utt, acts = self._taker.speech_started(
-            agent_busy, voiced_ms, duck=self._echo_gate is None
+            agent_busy,
+            voiced_ms,
+            duck=self._echo_gate is None,
+            pause_transcripts=pause_transcripts,
         )
         if not agent_busy and Act.DROP_SPECULATION not in acts:
             acts.append(Act.DROP_SPECULATION)  # a new turn to an idle agent: a held reply is stale

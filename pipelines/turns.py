@@ -14,9 +14,11 @@ The rules, each a `TurnConfig` field (settings in server/settings.py):
   mid-sentence: "I learned that the mitochondria") `end_silence_ms`. When the recogniser sends a
   transcript of the pause itself (Whisper's speculative final), the machine waits for it (up
   to the unfinished threshold) rather than guess.
-* Speculative reply: an interim that arrives during a pause starts the reply, held silent; if
-  the final transcript says the same it is released at once (`COMMIT`), if the caller goes on
-  it is thrown away (`DROP_SPECULATION`). In push-to-talk the latest interim does so when
+* Speculative reply: when a pause begins, the latest interim (a streaming recogniser's; the
+  transcript of a recogniser that transcribes pauses is waited for), or one that arrives
+  during the pause with other words, starts the reply, held silent; if the final transcript
+  says the same it is released at once (`COMMIT`), if the caller goes on it is thrown away
+  (`DROP_SPECULATION`). In push-to-talk the latest interim does so when
   the button is released (`released`), while a streaming recogniser finalizes.
 * Barge-in: speech while the agent talks is only a candidate. At once (the first frame the
   VAD calls speech) the reply is ducked (`DUCK_REPLY`: the listener hears it much
@@ -149,7 +151,8 @@ class TurnConfig:
     barge_in_duck: bool = True
     #: Silence within a candidate after which a ducked (not paused) reply is loud again.
     duck_release_ms: int = 300
-    #: The recogniser transcribes each pause (Whisper's speculative final): wait for it.
+    #: The recogniser transcribes each pause (Whisper's speculative final): wait for it
+    #: (the default of an utterance; `speech_started` may say otherwise for one).
     transcript_on_pause: bool = False
     frame_ms: int = 20
     backchannels: frozenset[str] = field(default_factory=lambda: DEFAULT_BACKCHANNELS)
@@ -183,6 +186,9 @@ class Utterance:
     ended: bool = False
     #: Unvoiced time since the last voiced frame, as of the last frame.
     silence_ms: float = 0.0
+    #: The recogniser sends a transcript of each pause of this utterance (else it streams
+    #: interims as it hears).
+    pause_transcripts: bool = False
 
     @property
     def candidate(self) -> bool:
@@ -203,11 +209,18 @@ class TurnTaker:
 
     # ------------------------------------------------------------------- user side
     def speech_started(
-        self, agent_busy: bool, voiced_ms: int = 0, *, duck: bool = True
+        self,
+        agent_busy: bool,
+        voiced_ms: int = 0,
+        *,
+        duck: bool = True,
+        pause_transcripts: bool | None = None,
     ) -> tuple[Utterance, list[Act]]:
         """VAD start. `agent_busy`: a reply is being generated or is still playing.
         `duck`: the start may duck the reply at once (False: only a voiced frame may, as
-        behind a phone line's echo gate).
+        behind a phone line's echo gate). `pause_transcripts`: the recogniser in use now
+        transcribes pauses (None: `transcript_on_pause`); a chain of recognisers may fall
+        back from a streaming one to one that does, or the other way.
 
         Returns the new utterance and, if a held reply of the previous utterance was pending,
         `DROP_SPECULATION` (the caller went on before it was committed).
@@ -217,7 +230,11 @@ class TurnTaker:
         if previous is not None and previous.speculated is not None:
             previous.speculated = None
             acts.append(Act.DROP_SPECULATION)
-        utt = Utterance(during_reply=agent_busy, voiced_ms=voiced_ms)
+        if pause_transcripts is None:
+            pause_transcripts = self.config.transcript_on_pause
+        utt = Utterance(
+            during_reply=agent_busy, voiced_ms=voiced_ms, pause_transcripts=pause_transcripts
+        )
         self.current = utt
         if agent_busy and duck and self.config.barge_in_duck:
             utt.ducked = True
@@ -243,7 +260,11 @@ class TurnTaker:
                     acts.append(Act.DROP_SPECULATION)
         elif silence_ms >= cfg.speculate_after_ms and not utt.in_pause:
             utt.in_pause = True
-            utt.pause_text_pending = cfg.transcript_on_pause and not utt.candidate
+            utt.pause_text_pending = utt.pause_transcripts and not utt.candidate
+            if not utt.pause_text_pending:
+                # A streaming recogniser's latest interim may already hold every word:
+                # answer it now rather than at the next interim (up to its cadence later).
+                acts.extend(self._speculate(utt, utt.text))
         if utt.candidate:
             acts.extend(self._yield_floor(utt, voiced, silence_ms))
             if self._confirmed_by_length(utt, voiced):
@@ -263,13 +284,7 @@ class TurnTaker:
             if utt.voiced_ms >= self.config.barge_in_min_speech_ms and self._wants_floor(text):
                 return self._confirm(utt)
             return []
-        acts: list[Act] = []
-        if utt.in_pause and self.config.speculative_reply:
-            if utt.speculated is None or words(utt.speculated) != words(text):
-                if utt.speculated is not None:
-                    acts.append(Act.DROP_SPECULATION)
-                utt.speculated = text
-                acts.append(Act.SPECULATE)
+        acts = self._speculate(utt, text) if utt.in_pause else []
         if utt.in_pause and utt.silence_ms >= self.end_threshold_ms(utt):
             acts.append(self._end(utt))  # the pause is already long enough for these words
         return acts
@@ -360,6 +375,17 @@ class TurnTaker:
         """A transcript so far that is only backchannel, filler or echo (empty = not known):
         such speech never interrupts by its length alone."""
         return bool(words(text)) and not self._wants_floor(text) and not self.content_words(text)
+
+    def _speculate(self, utt: Utterance, text: str) -> list[Act]:
+        """In a pause of a turn (not a candidate): hold a reply to `text`, replacing one
+        held for other words."""
+        if utt.candidate or not self.config.speculative_reply or not words(text):
+            return []
+        if utt.speculated is not None and words(utt.speculated) == words(text):
+            return []
+        acts = [Act.DROP_SPECULATION] if utt.speculated is not None else []
+        utt.speculated = text
+        return [*acts, Act.SPECULATE]
 
     def _end(self, utt: Utterance) -> Act:
         utt.ended = True

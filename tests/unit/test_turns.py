@@ -113,8 +113,9 @@ def test_speculation_is_dropped_when_the_caller_goes_on():
     assert [a for _, a in acts] == [Act.DROP_SPECULATION]
     run(tt, "v" * 30)
     tt.interim("I was reading about black holes and they evaporate.")
-    run(tt, "." * 40)
-    assert tt.final(utt, "I was reading about black holes and they evaporate.") == [Act.RESPOND]
+    # The second pause holds a reply to the whole sentence, which its final releases.
+    assert [a for _, a in run(tt, "." * 40)] == [Act.SPECULATE, Act.END_TURN]
+    assert tt.final(utt, "I was reading about black holes and they evaporate.") == [Act.COMMIT]
 
 
 def test_a_final_that_differs_from_the_speculation_starts_a_fresh_reply():
@@ -312,3 +313,49 @@ def test_a_held_reply_whose_final_failed_is_dropped():
     utt, _ = tt.released("Photosynthesis makes sugar.")
     assert tt.abandoned(utt) == [Act.DROP_SPECULATION]
     assert utt.speculated is None
+
+
+def test_a_pause_speculates_on_the_latest_interim_of_a_streaming_recogniser():
+    tt = TurnTaker(TurnConfig(speculate_after_ms=200, end_silence_ms=700))
+    utt, _ = tt.speech_started(agent_busy=False)
+    run(tt, "v" * 20)
+    assert tt.interim("photosynthesis makes sugar") == []  # still speaking
+    # The frame at which the pause reaches 200 ms holds the reply; the interim that comes
+    # next with the same words keeps it.
+    acts = run(tt, "." * 10)
+    assert acts == [(9, Act.SPECULATE)] and utt.speculated == "photosynthesis makes sugar"
+    assert tt.interim("photosynthesis makes sugar") == []
+    # One with a word more (the latest interim was early) replaces it.
+    assert tt.interim("photosynthesis makes sugar daily") == [Act.DROP_SPECULATION, Act.SPECULATE]
+    run(tt, "." * 30)
+    assert tt.final(utt, "Photosynthesis makes sugar daily.") == [Act.COMMIT]
+
+
+def test_a_pause_waits_for_its_own_transcript_when_the_recogniser_sends_one():
+    tt = TurnTaker(TurnConfig(speculate_after_ms=200, transcript_on_pause=True))
+    tt.speech_started(agent_busy=False)
+    run(tt, "v" * 20)
+    tt.interim("I was reading")  # an earlier pause's transcript: stale by now
+    assert run(tt, "." * 10) == []
+
+
+def test_a_pause_of_a_candidate_interruption_or_with_speculation_off_holds_nothing():
+    tt = TurnTaker(TurnConfig(speculate_after_ms=200, barge_in_confirm_ms=5000))
+    tt.speech_started(agent_busy=True)
+    run(tt, "v" * 20)
+    tt.interim("the library closes")
+    assert Act.SPECULATE not in [a for _, a in run(tt, "." * 10)]
+    tt = TurnTaker(TurnConfig(speculate_after_ms=200, speculative_reply=False))
+    tt.speech_started(agent_busy=False)
+    run(tt, "v" * 20)
+    tt.interim("photosynthesis makes sugar")
+    assert run(tt, "." * 10) == []
+
+
+def test_an_utterance_may_say_its_recogniser_streams_whatever_the_rules_default():
+    # A chain configured with Whisper (pause transcripts) that fell back to Deepgram.
+    tt = TurnTaker(TurnConfig(speculate_after_ms=200, transcript_on_pause=True))
+    utt, _ = tt.speech_started(agent_busy=False, pause_transcripts=False)
+    run(tt, "v" * 20)
+    tt.interim("photosynthesis makes sugar")
+    assert run(tt, "." * 10) == [(9, Act.SPECULATE)] and not utt.pause_text_pending

@@ -205,6 +205,69 @@ async def test_speculative_reply_is_thrown_away_when_the_caller_goes_on():
     assert len(starts) == 1
 
 
+class StreamingMemberSTT:
+    """A chain whose recogniser in use streams its interims (Deepgram in front of Whisper):
+    it has `speculate` but does not transcribe pauses. It hears `text` after 20 frames."""
+
+    name = "streaming-chain"
+
+    def __init__(self, text: str, llm: ScriptedLLM) -> None:
+        self.text = text
+        self.llm = llm
+        #: Model requests already made when the final transcript was asked for.
+        self.calls_at_final: list[int] = []
+
+    async def open(self, on_interim: Callable[[str], None]) -> StreamingMemberStream:
+        return StreamingMemberStream(self, on_interim)
+
+
+class StreamingMemberStream:
+    transcribes_pauses = False
+
+    def __init__(self, owner: StreamingMemberSTT, on_interim: Callable[[str], None]) -> None:
+        self.owner = owner
+        self.on_interim = on_interim
+        self.frames = 0
+
+    def push(self, frame: bytes) -> None:
+        self.frames += 1
+        if self.frames == 20:
+            self.on_interim(self.owner.text)
+
+    def speculate(self) -> None:
+        pass
+
+    def unspeculate(self) -> None:
+        pass
+
+    async def finalize(self) -> str:
+        self.owner.calls_at_final.append(len(self.owner.llm.calls))
+        self.frames = 0
+        return self.owner.text
+
+    def discard(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_a_streaming_recognisers_latest_interim_is_answered_when_the_pause_begins():
+    # Its interims are not transcripts of the pause: the held reply starts as the pause
+    # begins, not at the next interim, and the turn ends on the words' rule (a finished
+    # sentence), not after waiting for a pause transcript that never comes.
+    llm = ScriptedLLM("Sugar from light.")
+    stt = StreamingMemberSTT("Photosynthesis makes sugar.", llm)
+    session, outbox = make_session(stt=stt, llm=llm, voice=ToneTTS(0.2), audio_lead_s=10.0)
+    async with session:
+        await feed(session, synth("Photosynthesis makes sugar.") + silence(0.8), pace=0.005)
+        events = await drain(outbox, ev.AudioEnd)
+    assert [c[0] for c in llm.calls] == ["Photosynthesis makes sugar."]
+    assert stt.calls_at_final == [1]  # asked before the final transcript
+    done = next(e for e in events if isinstance(e, ev.ResponseDone))
+    assert done.text == "Sugar from light."
+
+
 def _attenuate(pcm: bytes, db: float) -> bytes:
     import numpy as np
 
