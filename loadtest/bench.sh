@@ -8,8 +8,9 @@
 # 3. One worker pinned as in 1, with sessions in Redis (if reachable), at $STEPS_REDIS.
 # 4. WebRTC: one worker pinned as in 1, a pool of aiortc callers at $STEPS_WEBRTC
 #    (loadtest/bench_webrtc.py; its own section of the document; empty = skip).
-# 5. Cloud providers: $CLOUD_TURNS push-to-talk turns through Deepgram -> Anthropic ->
-#    Deepgram Aura, each a loopback fake with the providers' published timing
+# 5. Cloud providers: $CLOUD_TURNS push-to-talk and as many hands-free turns through
+#    Deepgram -> Anthropic -> Deepgram Aura, each a loopback fake with the providers'
+#    published timing
 #    (loadtest/cloud_turns.py; its own section of the document; 0 = skip).
 #
 # Bounded: every step has a fixed length and the whole run stops at $MAX_SECONDS. Only
@@ -152,7 +153,7 @@ if [[ -n "$STEPS_WEBRTC" ]] && "$PY" -c "import aiortc" 2>/dev/null; then
 fi
 
 if [[ "$CLOUD_TURNS" != 0 ]]; then
-  echo "== Cloud providers: $CLOUD_TURNS push-to-talk turns on the fakes' published timing"
-  timeout 900 "$PY" -m loadtest.cloud_turns --turns "$CLOUD_TURNS" \
+  echo "== Cloud providers: $CLOUD_TURNS push-to-talk and $CLOUD_TURNS hands-free turns on the fakes' published timing"
+  timeout 1500 "$PY" -m loadtest.cloud_turns --turns "$CLOUD_TURNS" \
     --json "$OUT/cloud-turns.json" --markdown "$DOC"
 fi
