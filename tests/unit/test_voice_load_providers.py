@@ -45,6 +45,20 @@ async def test_llm_first_token_after_300_ms_then_every_10_ms() -> None:
     assert chunker.push(tokens[0]) == [tokens[0].strip()]
 
 
+async def test_llm_tokens_late_on_a_busy_loop_catch_up_with_the_models_clock() -> None:
+    # The event loop is blocked for 150 ms after the first token: the tokens due meanwhile
+    # come at once, and the last is still due 490 ms after the request.
+    t0 = time.monotonic()
+    times = []
+    async for _ in SimulatedLLM().stream("hello", []):
+        times.append(time.monotonic() - t0)
+        if len(times) == 1:
+            time.sleep(0.15)  # noqa: ASYNC251 (the loop kept busy, on purpose)
+    assert times[1] >= times[0] + 0.15
+    assert times[15] - times[1] < 0.03  # 14 tokens overdue: delivered together
+    assert 0.49 <= times[-1] < 0.49 + 0.2
+
+
 async def test_tts_first_audio_after_100_ms_and_a_reply_is_1_5_s() -> None:
     tts = SimulatedTTS()
     chunker = SentenceChunker()
