@@ -122,10 +122,13 @@ class ChainSTTStream:
             self._return_to_preferred()
 
     @property
-    def transcribes_pauses(self) -> bool:
+    def transcribes_pauses(self) -> bool | None:
         """The recogniser in use transcribes a pause when asked (`speculate`); one that
-        streams its interims (Deepgram) does not need to be."""
-        return self._active is not None and hasattr(self._active.stream, "speculate")
+        streams its interims (Deepgram) does not need to be. None: no member is open
+        (between utterances, after leaving a fallback): the next one to open decides."""
+        if self._active is None:
+            return None
+        return hasattr(self._active.stream, "speculate")
 
     def speculate(self) -> None:
         fn = getattr(self._active.stream, "speculate", None) if self._active else None

@@ -32,7 +32,14 @@ class PauseTranscripts:
     def streaming(self) -> bool:
         """The recogniser in use now sends its interims as it hears (no `speculate`, or a
         chain whose active member has none): its final transcript is a round trip away."""
-        return not getattr(self._stream, "transcribes_pauses", self.supported)
+        return not self.transcribed_now
+
+    @property
+    def transcribed_now(self) -> bool | None:
+        """The recogniser in use now transcribes pauses; None when that cannot be told
+        (a chain with no member open yet)."""
+        value: bool | None = getattr(self._stream, "transcribes_pauses", self.supported)
+        return value
 
     def frame(self, silence_ms: float) -> None:
         """One speech frame of the utterance, `silence_ms` into a pause (0: voiced)."""

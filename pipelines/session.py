@@ -357,8 +357,9 @@ class Session:
         # The VAD says "speech" once it has heard `start_ms` of it.
         self._speech_start = now - start_ms / 1000
         busy = self._replies.busy(now)
-        # A chain may have fallen back from Whisper to a streaming recogniser or back.
-        pause_transcripts = not self._pauses.streaming
+        # A chain may have fallen back from Whisper to a streaming recogniser or back
+        # (None: no member open yet, the rules' default holds).
+        pause_transcripts = self._pauses.transcribed_now
         self._act(self._floor.speech_started(busy, start_ms, pause_transcripts=pause_transcripts))
         self._turn_id += 1
         self._listening = True

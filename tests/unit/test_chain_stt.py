@@ -20,8 +20,11 @@ POLICY = ChainPolicy(finalize_timeout=0.2, open_timeout=0.2, breaker_failures=2)
 class EchoSTT:
     """Transcribes bytes as text; can fail to open, or fail / hang on finalize."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, pauses: bool = True) -> None:
         self.name = name
+        #: Its streams transcribe a pause when asked (`speculate`), as Whisper's do; else
+        #: they only stream interims, as Deepgram's do.
+        self.pauses = pauses
         self.fail_open = False
         self.fail_finalize = False
         self.hang_finalize = False
@@ -30,12 +33,12 @@ class EchoSTT:
     async def open(self, on_interim: Callable[[str], None]) -> EchoStream:
         if self.fail_open:
             raise ProviderError(self.name, "connect", "refused")
-        stream = EchoStream(self, on_interim)
+        stream = (EchoStream if self.pauses else StreamingEcho)(self, on_interim)
         self.streams.append(stream)
         return stream
 
 
-class EchoStream:
+class StreamingEcho:
     def __init__(self, owner: EchoSTT, on_interim: Callable[[str], None]) -> None:
         self.owner = owner
         self.on_interim = on_interim
@@ -58,11 +61,13 @@ class EchoStream:
     def discard(self) -> None:
         self.buf = b""
 
-    def speculate(self) -> None:
-        self.speculated += 1
-
     async def aclose(self) -> None:
         self.closed = True
+
+
+class EchoStream(StreamingEcho):
+    def speculate(self) -> None:
+        self.speculated += 1
 
 
 @pytest.fixture
@@ -164,3 +169,24 @@ async def test_nothing_said_costs_nothing_and_speculation_is_forwarded(
     assert await stream.finalize() == ""
     await stream.aclose()
     assert primary.streams[0].closed
+
+
+async def test_says_whether_the_recogniser_in_use_transcribes_pauses() -> None:
+    # Deepgram-like in front, Whisper-like behind.
+    streaming, whisper = EchoSTT("streaming", pauses=False), EchoSTT("whisper")
+    chain = STTChain([streaming, whisper], POLICY)
+    stream = await chain.open(lambda _: None)
+    assert stream.transcribes_pauses is False
+    streaming.fail_finalize = True
+    stream.push(b"one")
+    assert await stream.finalize() == "one" and stream.provider == "whisper"
+    # Back to the preferred one between utterances: none is open, so it cannot be told.
+    assert stream.transcribes_pauses is None
+    stream.push(b"two")
+    assert await stream.finalize() == "two"
+    # Two failures open the front one's breaker: the fallback stays, and is in use.
+    assert chain.status()[0]["state"] == "open"
+    stream.push(b"three")
+    assert await stream.finalize() == "three" and stream.provider == "whisper"
+    assert stream.transcribes_pauses is True
+    await stream.aclose()

@@ -327,7 +327,9 @@ def test_a_pause_speculates_on_the_latest_interim_of_a_streaming_recogniser():
     assert tt.interim("photosynthesis makes sugar") == []
     # One with a word more (the latest interim was early) replaces it.
     assert tt.interim("photosynthesis makes sugar daily") == [Act.DROP_SPECULATION, Act.SPECULATE]
-    run(tt, "." * 30)
+    # The pause goes on (220 ms, 240 ms...): no punctuation, so the turn ends at 700 ms.
+    later = [(ms, tt.frame(False, ms)) for ms in range(220, 720, 20)]
+    assert [(ms, acts) for ms, acts in later if acts] == [(700, [Act.END_TURN])]
     assert tt.final(utt, "Photosynthesis makes sugar daily.") == [Act.COMMIT]
 
 

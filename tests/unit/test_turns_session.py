@@ -216,6 +216,9 @@ class StreamingMemberSTT:
         self.llm = llm
         #: Model requests already made when the final transcript was asked for.
         self.calls_at_final: list[int] = []
+        #: Frames of the utterance heard when the model was first asked, and in all.
+        self.frames_at_call: int | None = None
+        self.frames_at_final: int | None = None
 
     async def open(self, on_interim: Callable[[str], None]) -> StreamingMemberStream:
         return StreamingMemberStream(self, on_interim)
@@ -233,6 +236,8 @@ class StreamingMemberStream:
         self.frames += 1
         if self.frames == 20:
             self.on_interim(self.owner.text)
+        if self.owner.frames_at_call is None and self.owner.llm.calls:
+            self.owner.frames_at_call = self.frames
 
     def speculate(self) -> None:
         pass
@@ -242,6 +247,7 @@ class StreamingMemberStream:
 
     async def finalize(self) -> str:
         self.owner.calls_at_final.append(len(self.owner.llm.calls))
+        self.owner.frames_at_final = self.frames
         self.frames = 0
         return self.owner.text
 
@@ -263,7 +269,10 @@ async def test_a_streaming_recognisers_latest_interim_is_answered_when_the_pause
         await feed(session, synth("Photosynthesis makes sugar.") + silence(0.8), pace=0.005)
         events = await drain(outbox, ev.AudioEnd)
     assert [c[0] for c in llm.calls] == ["Photosynthesis makes sugar."]
-    assert stt.calls_at_final == [1]  # asked before the final transcript
+    assert stt.calls_at_final == [1]  # asked before the final transcript...
+    # ...as the pause reached 200 ms, not when the turn ended at 350 ms (7 frames later).
+    assert stt.frames_at_call is not None and stt.frames_at_final is not None
+    assert stt.frames_at_final - stt.frames_at_call >= 5
     done = next(e for e in events if isinstance(e, ev.ResponseDone))
     assert done.text == "Sugar from light."
 
