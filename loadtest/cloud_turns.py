@@ -204,12 +204,14 @@ def markdown(summary: dict[str, object], started: float, minutes: float) -> str:
         ("release of the button -> first reply audio", "release_to_first_audio_ms"),
         (
             "the providers' own delays on the path (first token, tokens to the first "
-            "clause, first audio; the final when waited for)",
+            "clause, first audio; push-to-talk: the final when waited for), turns with one "
+            "model request",
             "providers_floor_ms",
         ),
         (
-            "the rest: ours from the release (push-to-talk); from the end of speech, the "
-            "pause before the reply is started, and ours (hands-free)",
+            "the rest, same turns: push-to-talk, ours from the release; hands-free, from "
+            "the end of speech: the pause before the reply is started, the end of the turn "
+            "and the final when the reply was ready before them, and ours",
             "rest_ms",
         ),
     ]
@@ -225,7 +227,8 @@ def markdown(summary: dict[str, object], started: float, minutes: float) -> str:
         f"Run {when}, {summary['turns']} turns per mode, push-to-talk released "
         f"{summary['hold_ms']} ms after the last word, hands-free one session per turn, "
         f"seed {summary['seed']}, {minutes:.1f} min, load average {load:.1f} at the end. "
-        f"Answered by a reply held from an interim and confirmed by the final: {early}.",
+        f"Turns answered with one model request (the reply held from an interim, no held "
+        f"reply thrown away): {early}.",
         "",
         f"An answer started only once the last word is known cannot do better than "
         f"{summary['floor_at_speech_end_ms']} ms at p50 in this profile: the median of the "
