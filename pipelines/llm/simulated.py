@@ -56,15 +56,11 @@ class SimulatedLLM:
         self.token_interval_s = token_interval_s
 
     async def stream(self, user_text: str, history: Sequence[Exchange]) -> AsyncIterator[str]:
-        # Each token is due on the model's clock (from the request), not after the last
-        # one was read: a busy event loop delivers late tokens at once, as a provider's
-        # stream that has kept generating would, instead of falling further behind.
-        loop = asyncio.get_running_loop()
-        due = loop.time() + self.first_token_s
-        for token in REPLY_TOKENS:
-            await asyncio.sleep(max(0.0, due - loop.time()))
+        await asyncio.sleep(self.first_token_s)
+        yield REPLY_TOKENS[0]
+        for token in REPLY_TOKENS[1:]:
+            await asyncio.sleep(self.token_interval_s)
             yield token
-            due += self.token_interval_s
 
     def recap(self, history: Sequence[Exchange]) -> str:
         return recap(history)

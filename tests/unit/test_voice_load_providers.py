@@ -31,32 +31,31 @@ async def test_stt_final_after_150_ms_and_push_keeps_no_audio() -> None:
     assert await asyncio.wait_for(stream.finalize(), 1) == "I said something for 0 milliseconds."
 
 
-async def test_llm_first_token_after_300_ms_then_every_10_ms() -> None:
-    t0 = time.monotonic()
-    times, tokens = [], []
-    async for token in SimulatedLLM().stream("hello", []):
-        times.append(time.monotonic() - t0)
-        tokens.append(token)
+async def test_llm_first_token_after_300_ms_then_every_10_ms(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The waits it asks for, not the wall clock (which a busy test machine stretches).
+    asked: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(seconds: float) -> None:
+        asked.append(seconds)
+        await real_sleep(0)
+
+    monkeypatch.setattr("pipelines.llm.simulated.asyncio.sleep", sleep)
+    tokens = [token async for token in SimulatedLLM().stream("hello", [])]
     assert tokens == list(REPLY_TOKENS) and len(tokens) == 20
-    assert 0.3 <= times[0] < 0.55
-    assert 0.3 + 19 * 0.01 <= times[-1] < 0.3 + 19 * 0.01 + 0.3
+    assert asked == [0.3] + [0.01] * 19
     # The first token is a whole sentence: TTS can start on it at once.
     chunker = SentenceChunker()
     assert chunker.push(tokens[0]) == [tokens[0].strip()]
 
 
-async def test_llm_tokens_late_on_a_busy_loop_catch_up_with_the_models_clock() -> None:
-    # The event loop is blocked for 150 ms after the first token: the tokens due meanwhile
-    # come at once, and the last is still due 490 ms after the request.
+async def test_llm_first_token_takes_at_least_300_ms() -> None:
     t0 = time.monotonic()
-    times = []
     async for _ in SimulatedLLM().stream("hello", []):
-        times.append(time.monotonic() - t0)
-        if len(times) == 1:
-            time.sleep(0.15)  # noqa: ASYNC251 (the loop kept busy, on purpose)
-    assert times[1] >= times[0] + 0.15
-    assert times[15] - times[1] < 0.03  # 14 tokens overdue: delivered together
-    assert 0.49 <= times[-1] < 0.49 + 0.2
+        break
+    assert time.monotonic() - t0 >= 0.3
 
 
 async def test_tts_first_audio_after_100_ms_and_a_reply_is_1_5_s() -> None:
