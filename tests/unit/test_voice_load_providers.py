@@ -16,25 +16,10 @@ from pipelines.stt.simulated import SimulatedSTT
 from pipelines.tts.simulated import SimulatedTTS
 
 
-async def test_stt_final_after_150_ms_and_push_keeps_no_audio() -> None:
-    stream = await SimulatedSTT().open(lambda text: None)
-    for _ in range(50):
-        stream.push(bytes(640))
-    assert not hasattr(stream, "__dict__")  # slots only: nothing grows per frame
-    t0 = time.monotonic()
-    text = await stream.finalize()
-    elapsed = time.monotonic() - t0
-    assert 0.15 <= elapsed < 0.4  # upper bound: slack for a busy test machine
-    assert text == "I said something for 1000 milliseconds."
-    stream.push(bytes(640))
-    stream.discard()
-    assert await asyncio.wait_for(stream.finalize(), 1) == "I said something for 0 milliseconds."
-
-
-async def test_llm_first_token_after_300_ms_then_every_10_ms(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # The waits it asks for, not the wall clock (which a busy test machine stretches).
+@pytest.fixture
+def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The waits the simulated providers ask for, not the wall clock (which a busy test
+    machine stretches): `asyncio.sleep` records its argument and only yields."""
     asked: list[float] = []
     real_sleep = asyncio.sleep
 
@@ -42,35 +27,55 @@ async def test_llm_first_token_after_300_ms_then_every_10_ms(
         asked.append(seconds)
         await real_sleep(0)
 
-    monkeypatch.setattr("pipelines.llm.simulated.asyncio.sleep", sleep)
+    monkeypatch.setattr(asyncio, "sleep", sleep)
+    return asked
+
+
+async def test_stt_final_after_150_ms_and_push_keeps_no_audio(waits: list[float]) -> None:
+    stream = await SimulatedSTT().open(lambda text: None)
+    for _ in range(50):
+        stream.push(bytes(640))
+    assert not hasattr(stream, "__dict__")  # slots only: nothing grows per frame
+    text = await stream.finalize()
+    assert waits == [0.15]
+    assert text == "I said something for 1000 milliseconds."
+    stream.push(bytes(640))
+    stream.discard()
+    assert await asyncio.wait_for(stream.finalize(), 1) == "I said something for 0 milliseconds."
+
+
+async def test_the_simulated_waits_are_real_time() -> None:
+    t0 = time.monotonic()
+    stream = await SimulatedSTT().open(lambda text: None)
+    await stream.finalize()
+    async for _ in SimulatedLLM().stream("hello", []):
+        break
+    async for _ in SimulatedTTS().synthesize("Hello there."):
+        break
+    assert time.monotonic() - t0 >= 0.15 + 0.3 + 0.1
+
+
+async def test_llm_first_token_after_300_ms_then_every_10_ms(waits: list[float]) -> None:
     tokens = [token async for token in SimulatedLLM().stream("hello", [])]
     assert tokens == list(REPLY_TOKENS) and len(tokens) == 20
-    assert asked == [0.3] + [0.01] * 19
+    assert waits == [0.3] + [0.01] * 19
     # The first token is a whole sentence: TTS can start on it at once.
     chunker = SentenceChunker()
     assert chunker.push(tokens[0]) == [tokens[0].strip()]
 
 
-async def test_llm_first_token_takes_at_least_300_ms() -> None:
-    t0 = time.monotonic()
-    async for _ in SimulatedLLM().stream("hello", []):
-        break
-    assert time.monotonic() - t0 >= 0.3
-
-
-async def test_tts_first_audio_after_100_ms_and_a_reply_is_1_5_s() -> None:
+async def test_tts_first_audio_after_100_ms_and_a_reply_is_1_5_s(waits: list[float]) -> None:
     tts = SimulatedTTS()
     chunker = SentenceChunker()
     pieces = [p for t in REPLY_TOKENS for p in chunker.push(t)] + chunker.flush()
     total = 0
     for piece in pieces:
-        t0 = time.monotonic()
-        first = None
+        asked = len(waits)
         async for frame in tts.synthesize(piece):
-            first = first if first is not None else time.monotonic() - t0
+            assert waits[asked:] == [0.1]  # before the first frame, and only then
             assert len(frame) == 640  # 20 ms at 16 kHz PCM16
             total += len(frame)
-        assert first is not None and 0.1 <= first < 0.35
+    assert len(pieces) == 2 and waits == [0.1, 0.1]
     assert total == 75 * 640  # 1.5 s
 
 
