@@ -32,6 +32,7 @@ import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import cast
 
 from loadtest.accounting import percentile
 from loadtest.turn_eval import Server, replace_section
@@ -73,7 +74,8 @@ def stats_ms(values: list[float]) -> dict[str, int]:
     return {f"p{q}": round((percentile(values, q) or 0.0) * 1000) for q in (50, 95, 99)}
 
 
-MODES = (PTT, "hands_free")
+#: The modes and their names in the report.
+MODES = {PTT: "push-to-talk", "hands_free": "hands-free"}
 
 
 def floor_at_speech_end_ms() -> int:
@@ -97,7 +99,7 @@ async def run(args: argparse.Namespace) -> dict[str, list[Turn]]:
         "ANTHROPIC_BASE_URL": an.base_url,
     }
     server = Server(args.server_log, env)
-    modes = MODES if args.mode == "both" else (args.mode,)
+    modes = tuple(MODES) if args.mode == "both" else (args.mode,)
     try:
         await asyncio.to_thread(server.wait_ready)
         url = f"ws://127.0.0.1:{server.port}"
@@ -168,15 +170,16 @@ async def talk(
 
 
 def summarise(turns: list[Turn]) -> dict[str, object]:
-    known = [t for t in turns if t.floor is not None]
-    rest = [(t.from_release or t.from_speech) - (t.floor or 0.0) for t in known]
+    floors = [(t, t.floor) for t in turns if t.floor is not None]
+    # Push-to-talk: from the release; hands-free: from the end of speech.
+    rest = [(t.from_speech if t.from_release is None else t.from_release) - f for t, f in floors]
     released = [t.from_release for t in turns if t.from_release is not None]
     return {
         "turns": len(turns),
         "answered_early": sum(t.early for t in turns),
         "end_of_speech_to_first_audio_ms": stats_ms([t.from_speech for t in turns]),
         "release_to_first_audio_ms": stats_ms(released) if released else None,
-        "providers_floor_ms": stats_ms([t.floor or 0.0 for t in known]),
+        "providers_floor_ms": stats_ms([f for _, f in floors]),
         "rest_ms": stats_ms(rest),
         "every_turn": [asdict(t) for t in turns],
     }
@@ -192,13 +195,7 @@ def markdown(summary: dict[str, object], started: float, minutes: float) -> str:
     """The section between the `cloud-turns` markers: a heading, how it ran, the table."""
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started))
     load = os.getloadavg()[0]
-    modes = [m for m in MODES if m in summary]
-    per: dict[str, dict[str, object]] = {}
-    for m in modes:
-        value = summary[m]
-        assert isinstance(value, dict)
-        per[m] = value
-    names = {PTT: "push-to-talk", "hands_free": "hands-free"}
+    per = {m: cast(dict[str, object], summary[m]) for m in MODES if m in summary}
     rows = [
         ("end of speech -> first reply audio", "end_of_speech_to_first_audio_ms"),
         ("release of the button -> first reply audio", "release_to_first_audio_ms"),
@@ -215,7 +212,7 @@ def markdown(summary: dict[str, object], started: float, minutes: float) -> str:
             "rest_ms",
         ),
     ]
-    early = ", ".join(f"{names[m]} {per[m]['answered_early']} of {per[m]['turns']}" for m in modes)
+    early = ", ".join(f"{MODES[m]} {per[m]['answered_early']} of {per[m]['turns']}" for m in per)
     out = [
         "## Cloud providers: voice to voice",
         "",
@@ -234,11 +231,11 @@ def markdown(summary: dict[str, object], started: float, minutes: float) -> str:
         f"{summary['floor_at_speech_end_ms']} ms at p50 in this profile: the median of the "
         "first token plus the first audio.",
         "",
-        "| per turn, p50 / p95 / p99 | " + " | ".join(names[m] for m in modes) + " |",
-        "|---|" + "---|" * len(modes),
+        "| per turn, p50 / p95 / p99 | " + " | ".join(MODES[m] for m in per) + " |",
+        "|---|" + "---|" * len(per),
     ]
     for label, key in rows:
-        out.append(f"| {label} | " + " | ".join(cell(per[m][key]) for m in modes) + " |")
+        out.append(f"| {label} | " + " | ".join(cell(per[m][key]) for m in per) + " |")
     return "\n".join(out) + "\n"
 
 
