@@ -205,13 +205,15 @@ async def test_speculative_reply_is_thrown_away_when_the_caller_goes_on():
     assert len(starts) == 1
 
 
-class StreamingMemberSTT:
+class StreamingMemberSTT(PauseSTT):
     """A chain whose recogniser in use streams its interims (Deepgram in front of Whisper):
-    it has `speculate` but does not transcribe pauses. It hears `text` after 20 frames."""
+    it has `speculate` (nothing to give) but does not transcribe pauses. It hears `text`
+    after 20 frames."""
 
     name = "streaming-chain"
 
     def __init__(self, text: str, llm: ScriptedLLM) -> None:
+        super().__init__([], [text])
         self.text = text
         self.llm = llm
         #: Model requests already made when the final transcript was asked for.
@@ -224,12 +226,12 @@ class StreamingMemberSTT:
         return StreamingMemberStream(self, on_interim)
 
 
-class StreamingMemberStream:
+class StreamingMemberStream(PauseStream):
+    owner: StreamingMemberSTT
     transcribes_pauses = False
 
     def __init__(self, owner: StreamingMemberSTT, on_interim: Callable[[str], None]) -> None:
-        self.owner = owner
-        self.on_interim = on_interim
+        super().__init__(owner, on_interim)
         self.frames = 0
 
     def push(self, frame: bytes) -> None:
@@ -239,23 +241,11 @@ class StreamingMemberStream:
         if self.owner.frames_at_call is None and self.owner.llm.calls:
             self.owner.frames_at_call = self.frames
 
-    def speculate(self) -> None:
-        pass
-
-    def unspeculate(self) -> None:
-        pass
-
     async def finalize(self) -> str:
         self.owner.calls_at_final.append(len(self.owner.llm.calls))
         self.owner.frames_at_final = self.frames
         self.frames = 0
-        return self.owner.text
-
-    def discard(self) -> None:
-        pass
-
-    async def aclose(self) -> None:
-        pass
+        return await super().finalize()
 
 
 async def test_a_streaming_recognisers_latest_interim_is_answered_when_the_pause_begins():
