@@ -35,6 +35,7 @@ from aiohttp import web
 
 from admin.apidoc import STRING, describe, error, obj
 from admin.apidoc import json as json_answer
+from audio.conceal import Concealment
 from audio.pcm import gain_db_to_factor, scale
 from audio.resample import StreamResampler
 from pipelines.events import AudioFrame, Duck, Event, Interrupted, Pause, Resume
@@ -260,7 +261,7 @@ class WebRTCTransport:
         self._answer_body: dict[str, Any] = {}
         #: Why the conversation ended (logged once).
         self.reason = ""
-        self.concealment = Concealment()
+        self.concealment = Concealment(RATE)
 
     @property
     def closed(self) -> bool:
@@ -482,10 +483,9 @@ class WebRTCTransport:
                     if resampler is None or resampler.src_rate != frame.sample_rate:
                         resampler = StreamResampler(frame.sample_rate, RATE)
                     pcm = resampler.process(pcm)
-                for filler in conceal.before(frame.pts, frame.samples, len(pcm)):
+                for filler in conceal.before(frame.pts, frame.samples, pcm):
                     feed_audio(filler)
                 feed_audio(pcm)
-                conceal.last = pcm
         except MediaStreamError:
             self._end("audio track ended")
 
@@ -638,45 +638,6 @@ def _jitter_buffer_class() -> type:
 
     _JITTER_BUFFER = LossTolerantJitterBuffer
     return LossTolerantJitterBuffer
-
-
-class Concealment:
-    """Lost packets, concealed: aiortc hands over the frames it has, so a lost packet is a
-    gap in the RTP timestamps, and the session would hear the speech around it spliced
-    together (Whisper then mishears whole words). Each missing frame is filled instead:
-    the last frame again, fading, for the first few, then silence, so the session's clock
-    (and the silence that ends a turn) stays true. A gap over a second is not filled."""
-
-    FADE = (0.8, 0.5, 0.25)
-    MAX_FRAMES = 50
-
-    def __init__(self) -> None:
-        self.next_pts: int | None = None
-        self.last = b""
-        self.filled = 0
-
-    def before(self, pts: int | None, samples: int, nbytes: int) -> list[bytes]:
-        """The filler to feed before a frame at `pts` (RTP timestamp) of `samples`."""
-        if pts is None or samples <= 0:
-            return []
-        expected, self.next_pts = self.next_pts, (pts + samples) % 2**32
-        if expected is None:
-            return []
-        gap = (pts - expected) % 2**32
-        if gap >= 2**31 or gap < samples:  # late, repeated, or on time
-            return []
-        missing = gap // samples
-        if missing > self.MAX_FRAMES:
-            return []
-        self.filled += missing
-        out = []
-        last = np.frombuffer(self.last, dtype="<i2") if len(self.last) == nbytes else None
-        for i in range(missing):
-            if last is not None and i < len(self.FADE):
-                out.append((last * self.FADE[i]).astype("<i2").tobytes())
-            else:
-                out.append(bytes(nbytes))
-        return out
 
 
 def _mono_s16(frame: Any) -> bytes:
