@@ -17,38 +17,50 @@ silence (repeating a voice for long sounds like a machine). A gap longer than `M
 from __future__ import annotations
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 RAMP_FRAMES = 3
 MAX_FRAMES = 50
 HIGHEST_PITCH_HZ = 400
 LOWEST_PITCH_HZ = 80
+SEARCH_RATE = 12000
 
 
 def pitch_period(x: np.ndarray, rate: int) -> int:
     """The lag, in samples, at which the end of `x` best matches `x` earlier (the highest
     normalised correlation between the last stretch and the stretch one lag before it),
-    searched between 2.5 ms and 12.5 ms (400 Hz to 80 Hz), and within what `x` holds."""
+    searched between 2.5 ms and 12.5 ms (400 Hz to 80 Hz), and within what `x` holds.
+    Found at about 12 kHz (neighbours summed), then refined at `rate` around that."""
     n = len(x)
     shortest = max(1, rate // HIGHEST_PITCH_HZ)
     longest = min(rate // LOWEST_PITCH_HZ, n - n // 3)
     if longest <= shortest:
         return max(1, n)
-    span = n - longest  # the stretch compared, the last `span` samples
+    step = max(1, rate // SEARCH_RATE)
+    if step == 1:
+        return _best_lag(x, shortest, longest, n - longest)
+    coarse = x[n % step :].reshape(-1, step).sum(axis=1)
+    found = _best_lag(coarse, max(1, shortest // step), longest // step, (n - longest) // step)
+    found *= step
+    low, high = max(shortest, found - step), min(longest, found + step)
+    return _best_lag(x, low, high, n - longest)
+
+
+def _best_lag(x: np.ndarray, shortest: int, longest: int, span: int) -> int:
+    """The lag in shortest..longest at which the stretch of `x` that many samples earlier
+    best matches its last `span` samples (normalised correlation)."""
+    n = len(x)
     tail = x[n - span :]
-    # Row i is the stretch that starts i samples in: lag n - span - i.
-    earlier = sliding_window_view(x[: n - shortest], span)
-    dots = earlier @ tail
-    energy = np.einsum("ij,ij->i", earlier, earlier) * float(tail @ tail)
-    score = dots / np.sqrt(energy + 1e-9)
-    return n - span - int(np.argmax(score))
+    # Entry j compares the stretch that starts j samples into `seg`: lag longest - j.
+    seg = x[n - span - longest : n - shortest]
+    dots = np.correlate(seg, tail, "valid")
+    squares = np.concatenate(([0.0], np.cumsum(seg * seg)))
+    energy = squares[span:] - squares[:-span]
+    return longest - int(np.argmax(dots / np.sqrt(np.maximum(energy, 1e-9))))
 
 
 def continue_forward(x: np.ndarray, count: int, rate: int) -> np.ndarray:
     """`count` samples carrying on from the end of `x`, its last pitch period repeated."""
-    period = pitch_period(x, rate)
-    cycle = x[-period:]
-    return np.tile(cycle, -(-count // period))[:count]
+    return np.resize(x[-pitch_period(x, rate) :], count)
 
 
 class Concealment:
@@ -62,18 +74,15 @@ class Concealment:
         self.rate = rate
         self.filled = 0
         self._next_pts: int | None = None
-        self._last: np.ndarray | None = None
+        self._last = b""
 
     def before(self, pts: int | None, samples: int, pcm: bytes) -> list[bytes]:
-        frame = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
-        try:
-            missing = self._missing(pts, samples)
-            if not missing or not len(frame):
-                return []
-            self.filled += missing
-            return self._fill(frame, missing)
-        finally:
-            self._last = frame
+        missing = self._missing(pts, samples)
+        last, self._last = self._last, pcm
+        if not missing or len(pcm) < 2:
+            return []
+        self.filled += missing
+        return self._fill(_samples(last), _samples(pcm), missing)
 
     def _missing(self, pts: int | None, samples: int) -> int:
         """How many frames are missing before the frame at `pts` (late, repeated, on time,
@@ -90,11 +99,10 @@ class Concealment:
         missing = gap // samples
         return missing if missing <= MAX_FRAMES else 0
 
-    def _fill(self, after: np.ndarray, missing: int) -> list[bytes]:
+    def _fill(self, before: np.ndarray, after: np.ndarray, missing: int) -> list[bytes]:
         size = len(after)
         total = missing * size
-        before = self._last
-        if before is None or len(before) != size:
+        if len(before) != size:
             before = np.zeros(size)
         forward = continue_forward(before, total, self.rate)
         backward = continue_forward(after[::-1], total, self.rate)[::-1]
@@ -104,3 +112,7 @@ class Concealment:
         fade_in = np.clip(1.0 - (total - t) / ramp, 0.0, 1.0)
         filler = (forward * fade_out + backward * fade_in).clip(-32768, 32767).astype("<i2")
         return [filler[i * size : (i + 1) * size].tobytes() for i in range(missing)]
+
+
+def _samples(pcm: bytes) -> np.ndarray:
+    return np.frombuffer(pcm, dtype="<i2", count=len(pcm) // 2).astype(np.float64)

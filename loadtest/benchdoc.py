@@ -18,6 +18,7 @@ from typing import Any
 from loadtest.bench_tracing import MARKERS as TRACING_MARKERS
 from loadtest.bench_webrtc import MARKERS as WEBRTC_MARKERS
 from loadtest.cloud_turns import MARKERS as CLOUD_MARKERS
+from loadtest.conceal_wer import MARKERS as CONCEAL_MARKERS
 from loadtest.report import markdown
 
 CHANGES = """## What the hot path costs, and what was taken out
@@ -170,7 +171,7 @@ def _headline(label: str, r: dict[str, Any]) -> list[str]:
 
 def _kept_section(out: Path, markers: tuple[str, str] = TRACING_MARKERS) -> str:
     """A section another benchmark wrote (`loadtest.bench_tracing`, `loadtest.bench_webrtc`,
-    `loadtest.cloud_turns`), carried over as it is."""
+    `loadtest.cloud_turns`, `loadtest.conceal_wer`), carried over as it is."""
     start, end = markers
     text = out.read_text() if out.exists() else ""
     if start not in text or end not in text:
@@ -226,6 +227,7 @@ def write(
     doc.append(_kept_section(out))
     doc.append(_kept_section(out, WEBRTC_MARKERS))
     doc.append(_kept_section(out, CLOUD_MARKERS))
+    doc.append(_kept_section(out, CONCEAL_MARKERS))
     doc.append("## Steps\n\n")
     doc.append(markdown(one) + "\n")
     for extra in (two, redis):
