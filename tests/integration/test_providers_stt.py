@@ -45,14 +45,16 @@ async def speak(stream: object, text: str, pace: float = 0.0) -> None:
 
 async def test_deepgram_interims_and_fast_final(fake_deepgram) -> None:
     interims: list[str] = []
-    stt = deepgram(fake_deepgram)
+    stt = deepgram(fake_deepgram, finalize_timeout=3.0)
     stream = await stt.open(interims.append)
     await speak(stream, SENTENCE, pace=0.001)
     start = time.perf_counter()
     final = await stream.finalize()
     elapsed = time.perf_counter() - start
     assert final == SENTENCE
-    assert elapsed < 0.2  # Finalize answered at once, no waiting for endpointing
+    # Finalize answered (in a few ms), not the 3 s wait for an answer that never came: the
+    # bound leaves a busy machine room without the two being confused.
+    assert elapsed < 1.0
     assert len(interims) >= 3 and interims[-1].startswith("spaced repetition")
     query = fake_deepgram.requests[0]["query"]
     assert query["encoding"] == "linear16" and query["sample_rate"] == "16000"
