@@ -5,13 +5,16 @@ gap in the timestamps; spliced shut, the speech around it would run together and
 recogniser mishears whole words, and the silence that ends a turn would be measured short.
 So each missing frame is filled, keeping the stream's length and clock.
 
-The frame after the gap is already here when the gap is found (a jitter buffer hands a frame
-over only once later ones have arrived), so the filler is built from both sides: the sound
-before the gap continued forward one pitch period at a time, cross-faded into the sound
-after it continued backward the same way. A short gap (up to `RAMP_FRAMES`) is a cross-fade
-from one to the other; in a longer one each side fades over `RAMP_FRAMES` and the middle is
-silence (repeating a voice for long sounds like a machine). A gap longer than `MAX_FRAMES`
-(a peer that paused sending) is not filled.
+The gap is found when the frame after it arrives, so the filler is built from both sides:
+the sound before the gap continued forward one pitch period at a time, cross-faded into the
+sound after it continued backward the same way. A gap shorter than twice `RAMP_FRAMES` is
+one cross-fade from the one to the other; in a longer one each side fades over
+`RAMP_FRAMES` and the middle is silence (a voice repeated for long sounds like a machine).
+A gap longer than `MAX_FRAMES` (a peer that paused sending) is not filled, and neither is
+one before a frame that comes late: a frame up to `MAX_FRAMES` behind the clock is late and
+leaves the clock alone; one further back is a stream that started again, and the clock
+follows it (a stream that starts again less than that far back goes unconcealed until it
+catches up: its audio still passes).
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ def pitch_period(x: np.ndarray, rate: int) -> int:
     """The lag, in samples, at which the end of `x` best matches `x` earlier (the highest
     normalised correlation between the last stretch and the stretch one lag before it),
     searched between 2.5 ms and 12.5 ms (400 Hz to 80 Hz), and within what `x` holds.
-    Found at about 12 kHz (neighbours summed), then refined at `rate` around that."""
+    Found at about 12 kHz (neighbours summed), then refined at `rate` around that. Of
+    equally good lags the longest wins (a steady tone's period may come back doubled,
+    which repeats it just as well)."""
     n = len(x)
     shortest = max(1, rate // HIGHEST_PITCH_HZ)
     longest = min(rate // LOWEST_PITCH_HZ, n - n // 3)
@@ -106,7 +111,7 @@ class Concealment:
             before = np.zeros(size)
         forward = continue_forward(before, total, self.rate)
         backward = continue_forward(after[::-1], total, self.rate)[::-1]
-        ramp = min(missing, RAMP_FRAMES) * size
+        ramp = total if missing < 2 * RAMP_FRAMES else RAMP_FRAMES * size
         t = np.arange(total) + 0.5
         fade_out = np.clip(1.0 - t / ramp, 0.0, 1.0)
         fade_in = np.clip(1.0 - (total - t) / ramp, 0.0, 1.0)

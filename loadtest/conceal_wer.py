@@ -70,7 +70,7 @@ def received(packets: list[tuple[int, bytes]], lost: set[int], way: str) -> byte
     from av import CodecContext
     from av.packet import Packet
 
-    from server.transports.webrtc import _mono_s16
+    from server.transports.webrtc import mono_s16
 
     decoder = CodecContext.create("libopus", "r")
     decoder.format, decoder.layout, decoder.sample_rate = "s16", "stereo", RATE
@@ -84,7 +84,7 @@ def received(packets: list[tuple[int, bytes]], lost: set[int], way: str) -> byte
         packet = Packet(payload)
         packet.pts, packet.time_base = pts, fractions.Fraction(1, RATE)
         for frame in decoder.decode(packet):
-            pcm = _mono_s16(frame)
+            pcm = mono_s16(frame)
             if way == "conceal":
                 out += conceal.before(frame.pts, frame.samples, pcm)
             elif way == "silence":

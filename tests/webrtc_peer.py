@@ -53,7 +53,7 @@ class WebRTCPeer:
 
         with contextlib.suppress(MediaStreamError):
             while True:
-                self.heard += webrtc._mono_s16(await track.recv())
+                self.heard += webrtc.mono_s16(await track.recv())
 
     async def offer(
         self,

@@ -478,7 +478,7 @@ class WebRTCTransport:
             while True:
                 frame = await track.recv()
                 traffic.rx += 1
-                pcm = _mono_s16(frame)
+                pcm = mono_s16(frame)
                 if frame.sample_rate != RATE:
                     if resampler is None or resampler.src_rate != frame.sample_rate:
                         resampler = StreamResampler(frame.sample_rate, RATE)
@@ -640,7 +640,7 @@ def _jitter_buffer_class() -> type:
     return LossTolerantJitterBuffer
 
 
-def _mono_s16(frame: Any) -> bytes:
+def mono_s16(frame: Any) -> bytes:
     """A decoded frame as PCM16 mono (aiortc decodes Opus to packed s16 stereo)."""
     samples = frame.to_ndarray()
     channels = len(frame.layout.channels)
