@@ -34,6 +34,7 @@ class WebRTCPeer:
         self.status = 0
         self.answer: dict[str, Any] = {}
         self._listener: asyncio.Task[None] | None = None
+        self._loud_waiters: list[tuple[float, asyncio.Event]] = []
         self.channel.on("open", self.opened.set)
         self.channel.on("message", self._on_message)
         self.pc.on("track", self._on_track)
@@ -54,6 +55,11 @@ class WebRTCPeer:
         with contextlib.suppress(MediaStreamError):
             while True:
                 self.heard += webrtc.mono_s16(await track.recv())
+                if self._loud_waiters:
+                    loud = self.loud_ms()
+                    for ms, event in self._loud_waiters:
+                        if loud >= ms:
+                            event.set()
 
     async def offer(
         self,
@@ -108,6 +114,18 @@ class WebRTCPeer:
         samples = np.frombuffer(bytes(self.heard), dtype="<i2")
         frames = samples[: len(samples) // 960 * 960].reshape(-1, 960)
         return float((np.abs(frames).max(axis=1) > threshold).sum() * 20)
+
+    async def until_loud(self, ms: float, timeout: float = 10) -> None:
+        """Until `ms` of what the server played was not silence."""
+        event = asyncio.Event()
+        self._loud_waiters.append((ms, event))
+        try:
+            if self.loud_ms() >= ms:
+                return
+            async with asyncio.timeout(timeout):
+                await event.wait()
+        finally:
+            self._loud_waiters.remove((ms, event))
 
     async def close(self) -> None:
         await self.pc.close()
