@@ -414,15 +414,25 @@ def speech48k() -> bytes:
     return resample(silence(0.4) + synth(SCRIPT) + silence(1.5), 16000, 48000)
 
 
-async def spoken_turn(peer: WebRTCPeer, speech: bytes) -> tuple[str, dict]:
-    """Speak (in real time, as Opus), then the final transcript and the finished reply."""
-    peer.speak(speech)
+async def answered(peer: WebRTCPeer, *, audio_end: bool = True) -> tuple[str, dict]:
+    """The final transcript and the finished reply, once more than a second of the reply's
+    voice has come back (played in real time) and, with `audio_end`, all of it was sent."""
     async with asyncio.timeout(60):
         while not (m := await peer.until("transcript"))["final"]:
             pass
         done = await peer.until("response_done")
-        await peer.until("audio_end")
+        await peer.until_loud(1020, timeout=20)
+        if audio_end:
+            await peer.until("audio_end")
     return m["text"], done
+
+
+async def spoken_turn(
+    peer: WebRTCPeer, speech: bytes, *, audio_end: bool = True
+) -> tuple[str, dict]:
+    """Speak (in real time, as Opus), then `answered`."""
+    peer.speak(speech)
+    return await answered(peer, audio_end=audio_end)
 
 
 @pytest.mark.slow
@@ -440,17 +450,11 @@ async def test_a_spoken_turn_with_the_real_models(voice_server, speech48k, mode)
                 peer.speak(speech48k)
                 await asyncio.sleep(len(speech48k) / 96000 - 1.0)
                 peer.send({"type": "talk_end"})
-                async with asyncio.timeout(60):
-                    while not (m := await peer.until("transcript"))["final"]:
-                        pass
-                    done = await peer.until("response_done")
-                    await peer.until("audio_end")
-                text = m["text"]
+                text, done = await answered(peer)
             else:
                 text, done = await spoken_turn(peer, speech48k)
             assert wer(SCRIPT, text) <= 0.2, text
             assert "repetition" in done["text"].lower()
-            await peer.until_loud(1020)  # more than a second of voice (played in real time)
             peer.send({"type": "end"})
             assert "repetition" in (await peer.until("summary", 10))["text"].lower()
         finally:
@@ -502,13 +506,8 @@ async def test_a_conversation_survives_five_percent_packet_loss(voice_server) ->
             peer = WebRTCPeer(voice_server.http, f"rtc-loss-{int(loss * 100)}", mode="continuous")
             try:
                 await peer.connect(http, timeout=30, **_through(relay))
-                peer.speak(speech)
-                async with asyncio.timeout(60):
-                    while not (m := await peer.until("transcript"))["final"]:
-                        pass
-                    done = await peer.until("response_done")
-                    await peer.until_loud(1020, timeout=20)  # over a second of the reply's voice
-                rates[loss], heard[loss] = wer(LOSS_SCRIPT, m["text"]), m["text"]
+                text, done = await spoken_turn(peer, speech, audio_end=False)
+                rates[loss], heard[loss] = wer(LOSS_SCRIPT, text), text
                 assert done["text"], "no reply"
             finally:
                 await peer.close()
