@@ -70,7 +70,7 @@ def received(packets: list[tuple[int, bytes]], lost: set[int], way: str) -> byte
     from av import CodecContext
     from av.packet import Packet
 
-    from server.transports.webrtc import mono_s16
+    from server.transports.webrtc_media import mono_s16
 
     decoder = CodecContext.create("libopus", "r")
     decoder.format, decoder.layout, decoder.sample_rate = "s16", "stereo", RATE

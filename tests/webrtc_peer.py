@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import numpy as np
 
-from server.transports import webrtc
+from server.transports import webrtc_media
 
 
 class WebRTCPeer:
@@ -25,7 +25,7 @@ class WebRTCPeer:
         self.offer_fields = offer
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.channel = self.pc.createDataChannel("control")
-        self.mic = webrtc._reply_track_class()()  # 20 ms frames on the media clock
+        self.mic = webrtc_media.reply_track_class()()  # 20 ms frames on the media clock
         self.pc.addTrack(self.mic)
         self.messages: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.seen: list[dict[str, Any]] = []
@@ -54,7 +54,7 @@ class WebRTCPeer:
 
         with contextlib.suppress(MediaStreamError):
             while True:
-                self.heard += webrtc.mono_s16(await track.recv())
+                self.heard += webrtc_media.mono_s16(await track.recv())
                 if self._loud_waiters:
                     loud = self.loud_ms()
                     for ms, event in self._loud_waiters:

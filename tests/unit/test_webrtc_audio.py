@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 
-from server.transports.webrtc import FRAME_SAMPLES
+from server.transports.webrtc_media import FRAME_SAMPLES
 
 pytest.importorskip("aiortc")
 
@@ -33,9 +33,9 @@ def _run(buffer_cls: type, loss: float, n: int = 2000) -> tuple[int, int]:
 def test_the_jitter_buffer_loses_only_the_lost_packets() -> None:
     from aiortc.jitterbuffer import JitterBuffer
 
-    from server.transports.webrtc import _jitter_buffer_class
+    from server.transports.webrtc_media import jitter_buffer_class
 
-    sent, out = _run(_jitter_buffer_class(), 0.05, n=70000)  # the sequence number wraps
+    sent, out = _run(jitter_buffer_class(), 0.05, n=70000)  # the sequence number wraps
     assert out >= sent - 4  # the last four are still prefetched
     sent, out = _run(JitterBuffer, 0.05)
     assert out < sent * 0.85  # aiortc's own drops a dozen behind every lost packet
@@ -44,9 +44,9 @@ def test_the_jitter_buffer_loses_only_the_lost_packets() -> None:
 async def test_the_reply_track_ducks_pauses_and_resumes_without_losing_a_sample() -> None:
     """Protocol 1.1 over WebRTC happens in the server's track: a pause sends silence and
     keeps the queue, a resume goes on from the next sample, a duck lowers by 24 dB."""
-    from server.transports.webrtc import _reply_track_class
+    from server.transports.webrtc_media import reply_track_class
 
-    track = _reply_track_class()()
+    track = reply_track_class()()
     ramp = np.arange(1, 4 * FRAME_SAMPLES + 1, dtype="<i2") * 4  # every sample its own value
     track.play(1, ramp.tobytes())
 
