@@ -35,15 +35,15 @@ from pathlib import Path
 from typing import cast
 
 from loadtest.accounting import percentile
-from loadtest.turn_eval import Server, replace_section
+from loadtest.turn_eval import Server, write_markdown
 from server.client import Conversation
 from tests.fakes import speechcodec
 from tests.fakes.anthropic import FakeAnthropic, tokens
 from tests.fakes.deepgram import FakeDeepgram
 from tests.fakes.latency import CLOUD, Spread
 
+#: The section of the documents, and the start of its sessions' names.
 SECTION = "cloud-turns"
-NAME = "cloud-turns"
 PTT = "push_to_talk"
 MARKERS = (f"<!-- {SECTION}:start -->", f"<!-- {SECTION}:end -->")
 
@@ -116,7 +116,7 @@ async def talk(
     """`args.turns` turns in one mode."""
     turns: list[Turn] = []
     hands_free = mode != PTT
-    conv = None if hands_free else await Conversation.connect(url, f"{NAME}-ptt", mode=PTT)
+    conv = None if hands_free else await Conversation.connect(url, f"{SECTION}-ptt", mode=PTT)
     hold = speechcodec.silence(args.hold_ms)
     final, first_token, first_audio = dg.finalize_delay, an.first_delay, dg.first_delay
     gap = an.chunk_delay
@@ -127,7 +127,7 @@ async def talk(
         gaps_mark, speak_mark = len(gap.drawn), len(dg.requests)
         if hands_free:
             # A session per turn: the next turn never meets the last reply still playing.
-            name = f"{NAME}-hands-free-{len(turns)}"
+            name = f"{SECTION}-hands-free-{len(turns)}"
             other = await Conversation.connect(url, name, mode="continuous")
             result = await other.turn(
                 speechcodec.encode(text), realtime=True, trailing_silence=2.0, timeout=15
@@ -274,9 +274,7 @@ def main() -> None:
         Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
     section = markdown(summary, started, minutes)
     for name in args.markdown:
-        path = Path(name)
-        document = path.read_text() if path.exists() else ""
-        path.write_text(replace_section(document, section, SECTION))
+        write_markdown(Path(name), section, SECTION)
 
 
 if __name__ == "__main__":

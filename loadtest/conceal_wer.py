@@ -190,7 +190,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from loadtest.turn_eval import replace_section
+    from loadtest.turn_eval import write_markdown
     from pipelines.stt.whisper import WhisperModelHolder
 
     args = parse_args(argv)
@@ -202,8 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(text)
     for path in args.markdown:
-        document = path.read_text() if path.exists() else ""
-        path.write_text(replace_section(document, text, SECTION))
+        write_markdown(path, text, SECTION)
     return 0
 
 

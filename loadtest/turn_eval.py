@@ -782,9 +782,10 @@ def replace_section(document: str, section: str, name: str = "turn-eval") -> str
     return document[:start] + block + document[end + len(last) :]
 
 
-def write_markdown(path: Path, section: str) -> None:
+def write_markdown(path: Path, section: str, name: str = "turn-eval") -> None:
+    """Put `section` between the `name` markers of the document at `path`."""
     document = path.read_text() if path.exists() else ""
-    path.write_text(replace_section(document, section))
+    path.write_text(replace_section(document, section, name))
 
 
 def run_header(started: float, minutes: float, load: tuple[float, float], skipped: int) -> str:
